@@ -1,0 +1,187 @@
+"""@agent: declare a unit of work with typed input and output, and the registry of agents."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from conveyor.errors import ConfigError, InvalidInput, TransientError, UnknownAgent
+
+ENTRY_POINT_GROUP = "conveyor.agents"
+DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A registered agent: the function, its typed boundary and its policies."""
+
+    name: str
+    fn: Callable[..., Any]
+    pool: str
+    input_model: type[BaseModel]
+    output_adapter: TypeAdapter[Any]
+    model_param: str | None
+    retries: int
+    retry_on: tuple[type[BaseException], ...]
+    retry_backoff: int
+    retry_backoff_max: int
+    soft_time_limit: float | None
+    time_limit: float | None
+    rate_limit: str | None
+    priority: int | None
+    idempotent: bool
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def validate_input(self, data: dict[str, Any]) -> BaseModel:
+        """Validate a JSON payload into the input model, or raise InvalidInput."""
+        try:
+            return self.input_model.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            raise InvalidInput(self.name, [dict(e) for e in errors]) from None
+
+    def invoke(self, model: BaseModel) -> Any:
+        """Call the function with the validated input; a coroutine is returned as is."""
+        if self.model_param is not None:
+            return self.fn(model)
+        fields = {name: getattr(model, name) for name in type(model).model_fields}
+        return self.fn(**fields, **(model.model_extra or {}))
+
+    def dump_output(self, value: Any) -> Any:
+        """The output as JSON-compatible data, validated against the return annotation."""
+        return self.output_adapter.dump_python(
+            self.output_adapter.validate_python(value), mode="json"
+        )
+
+
+def _input_model(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], str | None]:
+    hints = get_type_hints(fn)
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) == 1 and isinstance(hints.get(params[0].name), type):
+        only = hints[params[0].name]
+        if issubclass(only, BaseModel):
+            return only, params[0].name
+    fields: dict[str, Any] = {}
+    extra = "forbid"
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            extra = "allow"
+        elif p.kind is p.VAR_POSITIONAL or p.kind is p.POSITIONAL_ONLY:
+            raise ConfigError(f"agent {name}: parameter {p.name!r} must be passable by keyword")
+        else:
+            default = ... if p.default is p.empty else p.default
+            fields[p.name] = (hints.get(p.name, Any), default)
+    model_name = "".join(part.title() for part in name.replace("-", "_").split(".")) + "Input"
+    model = create_model(model_name, __config__=ConfigDict(extra=extra), **fields)  # type: ignore[call-overload]
+    return model, None
+
+
+class Registry:
+    """Agents by name. One process-wide instance, `registry`, is what @agent fills."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, Agent] = {}
+
+    def add(self, spec: Agent) -> None:
+        existing = self._agents.get(spec.name)
+        if existing is not None and existing.fn.__qualname__ != spec.fn.__qualname__:
+            raise ConfigError(
+                f"agent name {spec.name!r} is taken by {existing.fn.__module__}."
+                f"{existing.fn.__qualname__}"
+            )
+        self._agents[spec.name] = spec
+
+    def get(self, name: str) -> Agent:
+        """The named agent, or UnknownAgent listing close matches."""
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise UnknownAgent(name, difflib.get_close_matches(name, self._agents, n=3)) from None
+
+    def __iter__(self) -> Any:
+        return iter(list(self._agents.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._agents
+
+    def names(self) -> list[str]:
+        return sorted(self._agents)
+
+
+registry = Registry()
+
+
+def agent(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    pool: str = "default",
+    retries: int = 3,
+    retry_on: Iterable[type[BaseException]] = DEFAULT_RETRY_ON,
+    retry_backoff: int = 1,
+    retry_backoff_max: int = 600,
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
+    idempotent: bool = True,
+) -> Any:
+    """Declare an agent. Works bare (`@agent`) or with options (`@agent(pool="memory")`).
+
+    Retries apply only to exceptions in `retry_on` (transient errors): the n-th waits a random
+    0..min(retry_backoff * 2**n, retry_backoff_max) seconds. `priority` is 0..9, 9 most urgent.
+    """
+
+    def register(func: Callable[..., Any]) -> Agent:
+        agent_name = name or f"{func.__module__}.{func.__qualname__}"
+        if retries < 0:
+            raise ConfigError(f"agent {agent_name}: retries must be >= 0, got {retries}")
+        if priority is not None and not 0 <= priority <= 9:
+            raise ConfigError(f"agent {agent_name}: priority must be 0..9, got {priority}")
+        if soft_time_limit and time_limit and soft_time_limit >= time_limit:
+            raise ConfigError(f"agent {agent_name}: soft_time_limit must be below time_limit")
+        model, model_param = _input_model(agent_name, func)
+        returns = get_type_hints(func).get("return", Any)
+        spec = Agent(
+            name=agent_name, fn=func, pool=pool, input_model=model,
+            output_adapter=TypeAdapter(Any if returns is type(None) else returns),
+            model_param=model_param, retries=retries, retry_on=tuple(retry_on),
+            retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
+            soft_time_limit=soft_time_limit, time_limit=time_limit, rate_limit=rate_limit,
+            priority=priority, idempotent=idempotent,
+        )
+        registry.add(spec)
+        return spec
+
+    return register(fn) if fn is not None else register
+
+
+def discover_agents(modules: Iterable[str] = ()) -> Registry:
+    """Import plugins from the `conveyor.agents` entry points and the given modules."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:
+            raise ConfigError(f"agent plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+    importlib.import_module("conveyor.tasks")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"invalid setting CONVEYOR_AGENT_MODULES: {exc}") from exc
+    return registry

@@ -1,0 +1,190 @@
+"""The Celery app factory: settings -> Celery config, queues, routes and bound agents."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from conveyor.agents import Agent, Registry, discover_agents
+from conveyor.config import Settings, load_settings
+from conveyor.embedded import Embedded
+from conveyor.errors import ConfigError
+from conveyor.models.db import engine_for
+from conveyor.models.migrate import upgrade
+from conveyor.models.repository import RunRepository
+from conveyor.workers.pools import CATCH_ALL_QUEUE
+from conveyor.workers.recorder import RunRecorder
+
+log = logging.getLogger(__name__)
+MAX_PRIORITY = 9
+OVERRIDES_MODULE = "celeryconfig"
+
+
+class ConveyorApp(Celery):  # type: ignore[misc]
+    """A Celery app that also knows conveyor's settings, agents and run store."""
+
+    settings: Settings
+    agents: Registry
+
+    def __init__(self, settings: Settings, agents: Registry, *, embedded: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__("conveyor", **kwargs)
+        self.settings = settings
+        self.agents = agents
+        self.embedded = embedded
+        self._recorder: RunRecorder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def runs(self) -> RunRepository:
+        assert self.settings.database_url is not None
+        return RunRepository(engine_for(self.settings.database_url))
+
+    @property
+    def recorder(self) -> RunRecorder:
+        with self._lock:
+            if self._recorder is None:
+                self._recorder = RunRecorder(self.runs)
+            return self._recorder
+
+    @property
+    def uses_redis(self) -> bool:
+        return str(self.conf.broker_url).startswith("redis")
+
+    def broker_priority(self, priority: int) -> int:
+        """Translate 0..9 (9 most urgent) to the broker's own scale (Redis: 0 is first)."""
+        if not 0 <= priority <= MAX_PRIORITY:
+            raise ValueError(f"priority must be 0..{MAX_PRIORITY}, got {priority}")
+        return MAX_PRIORITY - priority if self.uses_redis else priority
+
+    def agent_queue(self, spec: Agent) -> str:
+        return self.settings.pool(spec.pool).queue(self.settings.queue_prefix)
+
+
+def resolve_services(settings: Settings) -> Settings:
+    """Fill unset broker, database and result backend URLs from the embedded services."""
+    updates: dict[str, Any] = {}
+    if settings.broker_url is None or settings.database_url is None:
+        state = Embedded(settings.data_dir).ensure()
+        if settings.broker_url is None:
+            updates["broker_url"] = state.redis_url
+        if settings.database_url is None:
+            updates["database_url"] = state.postgres_url
+            upgrade(state.postgres_url)
+    broker = updates.get("broker_url", settings.broker_url)
+    if settings.result_backend is None:
+        updates["result_backend"] = broker if str(broker).startswith("redis") else "rpc://"
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
+    """The Celery settings conveyor needs: JSON only, late acks, one queue per pool."""
+    prefix = settings.queue_prefix
+    queues = [Queue(pool.queue(prefix), routing_key=pool.queue(prefix), max_priority=10)
+              for pool in settings.pools.values()]
+    queues.append(Queue(CATCH_ALL_QUEUE, routing_key=CATCH_ALL_QUEUE))
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_extended": True,
+        "result_expires": 86400,
+        "task_queues": queues,
+        "task_default_queue": settings.pool("default").queue(prefix),
+        "task_routes": {a.name: {"queue": settings.pool(a.pool).queue(prefix)} for a in agents},
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+    }
+    if str(settings.broker_url).startswith("redis"):
+        config["broker_transport_options"] = {
+            "visibility_timeout": settings.visibility_timeout,
+            "priority_steps": list(range(MAX_PRIORITY + 1)),
+            "sep": ":",
+            "queue_order_strategy": "priority",
+        }
+    return config
+
+
+def _user_overrides() -> dict[str, Any]:
+    """Celery settings from a `celeryconfig` module on the import path, if there is one."""
+    try:
+        module = importlib.import_module(OVERRIDES_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != OVERRIDES_MODULE:
+            raise
+        return {}
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k.islower()
+            and not callable(v) and not isinstance(v, type(os))}
+
+
+def check_config(config: dict[str, Any], settings: Settings, agents: Registry) -> None:
+    """Refuse settings that would lose or duplicate work, or accept pickle."""
+    for key in ("accept_content", "result_accept_content"):
+        if any("pickle" in str(c) for c in config.get(key) or ()):
+            raise ConfigError(f"invalid Celery setting {key}: pickle is refused, use json")
+    for key in ("task_serializer", "result_serializer", "event_serializer"):
+        if "pickle" in str(config.get(key)):
+            raise ConfigError(f"invalid Celery setting {key}: pickle is refused, use json")
+    if not str(config.get("broker_url")).startswith("redis"):
+        return
+    visibility = (config.get("broker_transport_options") or {}).get("visibility_timeout", 3600)
+    limits = [(a.time_limit or settings.time_limit, a.name) for a in agents]
+    limits.append((settings.time_limit, "default (CONVEYOR_TIME_LIMIT)"))
+    longest, who = max(limits)
+    if visibility <= longest:
+        raise ConfigError(
+            f"invalid setting CONVEYOR_VISIBILITY_TIMEOUT: {visibility}s must be larger than "
+            f"the largest hard time limit ({longest:g}s, agent {who}); otherwise Redis "
+            "redelivers a task that is still running and it runs twice"
+        )
+
+
+def create_app(settings: Settings | None = None) -> ConveyorApp:
+    """Build the Celery app: resolve services, load agents, configure, bind agents as tasks."""
+    from conveyor.workers.execution import bind_agent
+
+    given = settings or load_settings()
+    settings = resolve_services(given)
+    agents = discover_agents(settings.agent_modules)
+    for spec in agents:
+        if spec.pool not in settings.pools:
+            raise ConfigError(f"agent {spec.name}: unknown pool {spec.pool!r}; pools are "
+                              f"{', '.join(sorted(settings.pools))}")
+    config = celery_config(settings, agents) | _user_overrides()
+    check_config(config, settings, agents)
+    embedded = given.broker_url is None or given.database_url is None
+    app = ConveyorApp(settings, agents, embedded=embedded, set_as_current=True)
+    app.config_from_object(config)
+    for spec in agents:
+        bind_agent(app, spec)
+    return app
+
+
+_default: ConveyorApp | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`conveyor.app:app` for `celery -A conveyor.app` and Flower, built on first access."""
+    global _default
+    if name == "app":
+        if _default is None:
+            _default = create_app()
+        return _default
+    raise AttributeError(name)

@@ -1,0 +1,188 @@
+"""Client: submit runs, wait for them, read their results, cancel them, build workflows."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from celery import chain, chord, group
+from celery.canvas import Signature
+from kombu.exceptions import OperationalError as BrokerError
+
+from conveyor.app import ConveyorApp, create_app
+from conveyor.config import Settings
+from conveyor.errors import RunFailed, RunTimeout, ServiceUnavailable
+from conveyor.models.repository import NOTIFY_CHANNEL, NewRun, Run
+from conveyor.models.runs import FINAL_STATUSES, RunStatus
+from conveyor.workers.execution import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
+
+_FINAL = {s.value for s in FINAL_STATUSES}
+Progress = Callable[[int], None]
+
+
+class Client:
+    """The Python entry point to conveyor.
+
+    `wait()` does not poll: it LISTENs on PostgreSQL, where every final state change is
+    committed together with a NOTIFY, then reads the run. PostgreSQL stays the one truth.
+    """
+
+    def __init__(self, app: ConveyorApp | None = None, settings: Settings | None = None) -> None:
+        self.app = app or create_app(settings)
+        self.runs = self.app.runs
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listen_lock = threading.Lock()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        agent: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+    ) -> str:
+        """Enqueue one run and return its id (the first run's id for a repeated key)."""
+        return self.submit_many(agent, [payload or {}], idempotency_keys=[idempotency_key],
+                                priority=priority, countdown=countdown)[0]
+
+    def submit_many(
+        self,
+        agent: str,
+        payloads: Iterable[dict[str, Any]],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        chunk_size: int = 1000,
+        on_progress: Progress | None = None,
+    ) -> list[str]:
+        """Enqueue many runs: validated up front, recorded and published in chunks."""
+        spec = self.app.agents.get(agent)
+        items = [dict(p) for p in payloads]
+        keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(items)
+        if len(keys) != len(items):
+            raise ValueError(f"idempotency_keys has {len(keys)} items for {len(items)} payloads")
+        for item in items:
+            spec.validate_input(item)
+        queue = self.app.agent_queue(spec)
+        wire_priority = self.app.broker_priority(priority) if priority is not None else None
+        ids: list[str] = []
+        for start in range(0, len(items), chunk_size):
+            now = datetime.now(UTC)
+            batch = [
+                NewRun(id=str(uuid.uuid4()), agent=agent, pool=spec.pool, queue=queue, input=p,
+                       idempotency_key=k, enqueued_at=now)
+                for p, k in zip(items[start:start + chunk_size], keys[start:start + chunk_size],
+                                strict=True)
+            ]
+
+            def publish(new: list[NewRun]) -> None:
+                with self.app.producer_or_acquire() as producer:
+                    for run in new:
+                        self.app.send_task(
+                            agent, kwargs=run.input, task_id=run.id, queue=queue,
+                            priority=wire_priority, countdown=countdown, producer=producer,
+                            headers={HEADER_ENQUEUED_AT: now.isoformat(),
+                                     HEADER_IDEMPOTENCY_KEY: run.idempotency_key},
+                        )
+
+            try:
+                owners = self.runs.enqueue(batch, publish)
+            except BrokerError as exc:
+                raise ServiceUnavailable(f"broker unreachable: {exc}") from exc
+            ids.extend(owners[r.id] for r in batch)
+            if on_progress is not None:
+                on_progress(len(batch))
+        return ids
+
+    def get(self, run_id: str) -> Run | None:
+        return self.runs.get(run_id)
+
+    def find(self, **filters: Any) -> list[Run]:
+        """Runs newest first; filters: agent, status, since, until, limit."""
+        return self.runs.find(**filters)
+
+    def cancel(self, run_id: str, *, terminate: bool = False) -> bool:
+        """Cancel a run: it will not start; with terminate, a started one is killed too."""
+        self.app.control.revoke(run_id, terminate=terminate)
+        return self.runs.cancel(run_id)
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        if self._listener is None or self._listener.closed:
+            url = str(self.app.settings.database_url).replace("+psycopg", "")
+            self._listener = psycopg.connect(url, autocommit=True)
+            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._listener
+
+    def wait_many(
+        self, run_ids: Iterable[str], timeout: float | None = None,
+        on_progress: Progress | None = None,
+    ) -> dict[str, Run]:
+        """Block until every run reaches a final state; RunTimeout names how many did not."""
+        pending = set(run_ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done: dict[str, Run] = {}
+        with self._listen_lock:
+            conn = self._listen()
+            finished = {r.id for r in self.runs.get_many(list(pending)).values()
+                        if r.status.value in _FINAL}
+            while True:
+                if finished:
+                    done.update(self.runs.get_many(list(finished)))
+                    pending -= finished
+                    if on_progress is not None:
+                        on_progress(len(finished))
+                    finished = set()
+                if not pending:
+                    return done
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise RunTimeout(f"{len(pending)} run(s) not finished after {timeout}s, "
+                                     f"e.g. {next(iter(pending))}")
+                for note in conn.notifies(timeout=min(left or 1.0, 1.0), stop_after=1000):
+                    run_id, _, status = note.payload.partition(" ")
+                    if run_id in pending and status in _FINAL:
+                        finished.add(run_id)
+                        if len(finished) >= len(pending):
+                            break
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Run:
+        """Block until the run reaches a final state and return it."""
+        return self.wait_many([run_id], timeout)[run_id]
+
+    def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """The run's output; RunFailed if it ended in any other way."""
+        run = self.wait(run_id, timeout)
+        if run.status is not RunStatus.SUCCEEDED:
+            raise RunFailed(run_id, run.status.value, run.error_message)
+        return run.output
+
+    def signature(self, agent: str, payload: dict[str, Any] | None = None) -> Signature:
+        """A Celery signature for one agent call, for use in any canvas."""
+        spec = self.app.agents.get(agent)
+        return self.app.signature(agent, kwargs=payload or {}, queue=self.app.agent_queue(spec))
+
+    def chain(self, *steps: Signature) -> str:
+        """Run steps in order, each receiving the previous output merged into its input."""
+        return str(chain(*steps).apply_async().id)
+
+    def fan_out(self, branches: Sequence[Signature], then: Signature) -> str:
+        """Run branches in parallel, then `then` with their outputs as `results`."""
+        return str(chord(group(*branches))(then).id)

@@ -1,0 +1,131 @@
+"""Settings from CONVEYOR_* environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from conveyor.errors import ConfigError
+from conveyor.workers.pools import BUILTIN_POOLS, Pool
+
+ENV_PREFIX = "CONVEYOR_"
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
+DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+class Settings(BaseSettings):
+    """Everything conveyor reads from the environment. Unset URLs mean the embedded default."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    broker_url: str | None = None
+    database_url: str | None = None
+    result_backend: str | None = None
+    data_dir: Path = Path(".conveyor")
+    agent_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    queue_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,40}$")
+    visibility_timeout: int = Field(default=3600, ge=1)
+    soft_time_limit: float = Field(default=240.0, gt=0)
+    time_limit: float = Field(default=300.0, gt=0)
+    pools: Annotated[dict[str, Pool], NoDecode] = Field(default_factory=lambda: dict(BUILTIN_POOLS))
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is not None and _scheme(value) not in BROKER_SCHEMES:
+            raise ValueError(
+                f"scheme {_scheme(value)!r} is not supported; use one of {', '.join(BROKER_SCHEMES)}"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _scheme(value) not in DATABASE_SCHEMES:
+            raise ValueError(f"scheme {_scheme(value)!r} is not PostgreSQL; use postgresql://")
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+
+    @field_validator("agent_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [m.strip() for m in value.split(",") if m.strip()]
+        for module in value:
+            if not _MODULE_NAME.match(module):
+                raise ValueError(f"{module!r} is not a dotted module name")
+        return value
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _merge_pools(cls, value: Any) -> Any:
+        """Overlay user pools (a JSON object of name -> settings) on the built-in ones."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from exc
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object of pool name -> pool settings")
+        merged: dict[str, Any] = {n: p.model_dump() for n, p in BUILTIN_POOLS.items()}
+        for name, overrides in value.items():
+            if isinstance(overrides, Pool):
+                overrides = overrides.model_dump()
+            if not isinstance(overrides, dict):
+                raise ValueError(f"pool {name!r} must be an object of settings")
+            merged[name] = {**merged.get(name, {}), **overrides, "name": name}
+        return merged
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.soft_time_limit >= self.time_limit:
+            raise ValueError(
+                f"CONVEYOR_SOFT_TIME_LIMIT ({self.soft_time_limit}) must be below "
+                f"CONVEYOR_TIME_LIMIT ({self.time_limit})"
+            )
+        return self
+
+    @property
+    def redis_broker(self) -> bool:
+        return self.broker_url is not None and _scheme(self.broker_url).startswith("redis")
+
+    def pool(self, name: str) -> Pool:
+        """The named pool, or a ConfigError listing the pools that exist."""
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown pool {name!r}; pools are {', '.join(sorted(self.pools))}"
+            ) from None
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:
+        return f"invalid settings: {message}"
+    name = f"{ENV_PREFIX}{str(first['loc'][0]).upper()}"
+    detail = ", ".join(str(p) for p in first["loc"][1:])
+    where = f" ({detail})" if detail else ""
+    return f"invalid setting {name}{where}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings, turning any problem into a one-line ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,30 @@
+"""The run an agent is executing, readable from inside the agent."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from conveyor.errors import ConveyorError
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    agent: str
+    pool: str
+    worker: str
+    attempt: int
+    root_id: str | None
+    parent_id: str | None
+
+
+_current: ContextVar[RunContext | None] = ContextVar("conveyor_run", default=None)
+
+
+def current_run() -> RunContext:
+    """The run being executed; raises outside an agent."""
+    ctx = _current.get()
+    if ctx is None:
+        raise ConveyorError("current_run() is only available inside a running agent")
+    return ctx

@@ -1,0 +1,5 @@
+"""Built-in agents, one module per pool. Importing this package registers them."""
+
+from conveyor.tasks import default
+
+__all__ = ["default"]

@@ -1,0 +1,45 @@
+"""One long-lived event loop per worker process, on which async agents run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_owner_pid = 0
+
+
+def process_loop() -> asyncio.AbstractEventLoop:
+    """The loop of this process, started on first use and again after a fork."""
+    global _loop, _owner_pid
+    with _lock:
+        if _loop is None or _owner_pid != os.getpid():
+            _loop = asyncio.new_event_loop()
+            _owner_pid = os.getpid()
+            threading.Thread(
+                target=_loop.run_forever, name="conveyor-asyncio", daemon=True
+            ).start()
+        return _loop
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run a coroutine on the process loop and block the calling thread until it ends."""
+    caller = contextvars.copy_context()
+
+    async def in_caller_context() -> T:
+        for var, value in caller.items():
+            var.set(value)
+        return await coro
+
+    future = asyncio.run_coroutine_threadsafe(in_caller_context(), process_loop())
+    try:
+        return future.result(timeout)
+    except BaseException:
+        future.cancel()
+        raise

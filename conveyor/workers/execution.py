@@ -1,0 +1,180 @@
+"""Binding agents to Celery tasks, and executing one run: claim, validate, call, record."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+from celery.exceptions import Ignore, Retry, TimeLimitExceeded
+from celery.signals import task_revoked
+from celery.utils.time import get_exponential_backoff_interval
+
+from conveyor.agents import Agent
+from conveyor.context import RunContext, _current
+from conveyor.errors import InvalidInput
+from conveyor.models.repository import NewRun, Outcome
+from conveyor.models.runs import RunStatus
+from conveyor.workers.asyncloop import run_coroutine
+from conveyor.workers.pools import CATCH_ALL_QUEUE
+
+if TYPE_CHECKING:
+    from conveyor.app import ConveyorApp
+
+log = logging.getLogger(__name__)
+HEADER_ENQUEUED_AT = "conveyor_enqueued_at"
+HEADER_IDEMPOTENCY_KEY = "conveyor_idempotency_key"
+
+
+class AgentTask(Task):  # type: ignore[misc]
+    """The Celery task class of every agent."""
+
+    agent: Agent
+    typing = False
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """A hard time limit kills the child before it can record; record it from the parent."""
+        if isinstance(exc, TimeLimitExceeded):
+            run = NewRun(id=task_id, agent=self.agent.name, pool=self.agent.pool)
+            self.app.recorder.record(Outcome(
+                run=run, status=RunStatus.FAILED, error_type="TimeLimitExceeded",
+                error_message=str(exc), finished_at=_now(), attempts=self.request.retries + 1,
+            ))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def bind_input(spec: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON payload of a call: kwargs, a chained dict merged in, or positional fields."""
+    if len(args) == 1 and isinstance(args[0], dict):
+        return {**args[0], **kwargs}
+    fields = list(spec.input_model.model_fields)
+    if len(args) == 1 and isinstance(args[0], list) and "results" in fields:
+        return {"results": args[0], **kwargs}
+    if len(args) > len(fields):
+        raise InvalidInput(spec.name, [{"loc": (), "msg": f"takes at most {len(fields)} "
+                                        f"positional values, got {len(args)}"}])
+    return {**dict(zip(fields, args, strict=False)), **kwargs}
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run one agent call with exactly-once effect per run id, recording every state change."""
+    app: ConveyorApp = task.app
+    spec, req = task.agent, task.request
+    delivery_queue = (req.delivery_info or {}).get("routing_key")
+    own_queue = app.agent_queue(spec)
+    if delivery_queue == CATCH_ALL_QUEUE and own_queue != delivery_queue and spec.pool != "default":
+        task.apply_async(args, kwargs, task_id=req.id, queue=own_queue,
+                         headers={k: getattr(req, k, None) for k in
+                                  (HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY)})
+        raise Ignore()
+    worker = req.hostname or "unknown"
+    try:
+        payload = bind_input(spec, args, kwargs)
+        invalid: InvalidInput | None = None
+    except InvalidInput as exc:
+        payload, invalid = {"args": list(args), "kwargs": kwargs}, exc
+    run = NewRun(
+        id=req.id, agent=spec.name, pool=spec.pool, queue=delivery_queue, input=payload,
+        idempotency_key=getattr(req, HEADER_IDEMPOTENCY_KEY, None),
+        parent_id=req.parent_id, root_id=req.root_id if req.root_id != req.id else None,
+        enqueued_at=_parse_time(getattr(req, HEADER_ENQUEUED_AT, None)),
+    )
+    claim = app.runs.claim(run, worker)
+    if not claim.claimed:
+        log.info("run %s is already %s; not running it again", run.id, claim.status.value)
+        if claim.status is RunStatus.SUCCEEDED:
+            return claim.output
+        raise Ignore()
+    started, attempt = _now(), req.retries + 1
+
+    def record(status: RunStatus, output: Any = None, exc: BaseException | None = None) -> None:
+        app.recorder.record(Outcome(
+            run=run, status=status, output=output, worker=worker, attempts=attempt,
+            started_at=started, finished_at=None if status is RunStatus.RETRYING else _now(),
+            error_type=type(exc).__name__ if exc else None,
+            error_message=str(exc) if exc else None,
+            error_traceback="".join(traceback.format_exception(exc)) if exc else None,
+        ))
+
+    try:
+        if invalid is not None:
+            raise invalid
+        model = spec.validate_input(payload)
+    except InvalidInput as exc:
+        record(RunStatus.REJECTED, exc=exc)
+        raise
+    token = _current.set(RunContext(run_id=run.id, agent=spec.name, pool=spec.pool,
+                                    worker=worker, attempt=attempt, root_id=req.root_id,
+                                    parent_id=req.parent_id))
+    try:
+        result = spec.invoke(model)
+        if spec.is_async:
+            result = run_coroutine(result)
+        output = spec.dump_output(result)
+    except Retry:
+        raise
+    except spec.retry_on as exc:
+        if req.retries >= spec.retries:
+            record(RunStatus.FAILED, exc=exc)
+            raise
+        countdown = get_exponential_backoff_interval(
+            factor=spec.retry_backoff, retries=req.retries,
+            maximum=spec.retry_backoff_max, full_jitter=True)
+        record(RunStatus.RETRYING, exc=exc)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=spec.retries) from exc
+    except BaseException as exc:
+        record(RunStatus.FAILED, exc=exc)
+        raise
+    finally:
+        _current.reset(token)
+    record(RunStatus.SUCCEEDED, output=output)
+    return output
+
+
+def bind_agent(app: ConveyorApp, spec: Agent) -> None:
+    """Register an agent as a Celery task named by the agent, routed to its pool's queue."""
+
+    def run(self: AgentTask, *args: Any, **kwargs: Any) -> Any:
+        return execute_run(self, args, kwargs)
+
+    options: dict[str, Any] = {
+        "name": spec.name, "base": AgentTask, "bind": True, "agent": spec,
+        "queue": app.agent_queue(spec), "max_retries": spec.retries,
+        "soft_time_limit": spec.soft_time_limit or app.settings.soft_time_limit,
+        "time_limit": spec.time_limit or app.settings.time_limit,
+    }
+    if spec.rate_limit:
+        options["rate_limit"] = spec.rate_limit
+    if spec.priority is not None:
+        options["priority"] = app.broker_priority(spec.priority)
+    run.__name__ = spec.name.rsplit(".", 1)[-1]
+    run.__doc__ = spec.fn.__doc__
+    app.task(**options)(run)
+
+
+@task_revoked.connect
+def _record_revoked(request: Any = None, sender: Any = None, **_: Any) -> None:
+    """A revoked run is recorded as cancelled, from the worker's main process."""
+    task = sender if isinstance(sender, AgentTask) else getattr(request, "task", None)
+    if not isinstance(task, AgentTask) or request is None:
+        return
+    run = NewRun(id=request.id, agent=task.agent.name, pool=task.agent.pool)
+    try:
+        task.app.recorder.record(Outcome(run=run, status=RunStatus.CANCELLED, attempts=0,
+                                         finished_at=_now(), worker=request.hostname))
+    except Exception as exc:
+        log.warning("could not record the cancellation of %s: %s", request.id, exc)

@@ -1,0 +1,42 @@
+"""Pools: named queues plus the worker settings that suit their work."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PoolKind = Literal["prefork", "threads", "solo"]
+CATCH_ALL_QUEUE = "celery"
+"""The queue a plain Celery client publishes to when it knows no routes; the default pool reads it."""
+
+
+class Pool(BaseModel):
+    """One worker pool: the unit of routing, of worker settings and of scaling."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    concurrency: int = Field(default=2, ge=1, le=512)
+    kind: PoolKind = "prefork"
+    prefetch_multiplier: int = Field(default=1, ge=1, le=1000)
+    max_tasks_per_child: int | None = Field(default=None, ge=1)
+    max_memory_per_child_kb: int | None = Field(default=None, ge=1024)
+
+    def queue(self, prefix: str) -> str:
+        """The broker queue this pool's agents are routed to."""
+        return f"{prefix}{self.name}"
+
+    def queues(self, prefix: str) -> list[str]:
+        """Every queue a worker of this pool consumes."""
+        if self.name == "default":
+            return [self.queue(prefix), CATCH_ALL_QUEUE]
+        return [self.queue(prefix)]
+
+
+BUILTIN_POOLS: dict[str, Pool] = {
+    "default": Pool(name="default", concurrency=2),
+    "memory": Pool(name="memory", concurrency=4, kind="threads"),
+    "vector": Pool(name="vector", concurrency=1, max_memory_per_child_kb=4_000_000),
+    "analytics": Pool(name="analytics", concurrency=1, max_tasks_per_child=100),
+}
