@@ -9,14 +9,14 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from conveyor.errors import ConfigError, InvalidInput, TransientError, UnknownAgent
 
 ENTRY_POINT_GROUP = "conveyor.agents"
-DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+DEFAULT_RETRY_ON: tuple[type[Exception], ...] = (TransientError, ConnectionError, TimeoutError)
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +31,7 @@ class Agent:
     output_adapter: TypeAdapter[Any]
     model_param: str | None
     retries: int
-    retry_on: tuple[type[BaseException], ...]
+    retry_on: tuple[type[Exception], ...]
     retry_backoff: int
     retry_backoff_max: int
     soft_time_limit: float | None
@@ -77,7 +77,7 @@ def _input_model(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], st
         if issubclass(only, BaseModel):
             return only, params[0].name
     fields: dict[str, Any] = {}
-    extra = "forbid"
+    extra: Literal["allow", "forbid"] = "forbid"
     for p in params:
         if p.kind is p.VAR_KEYWORD:
             extra = "allow"
@@ -87,7 +87,7 @@ def _input_model(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], st
             default = ... if p.default is p.empty else p.default
             fields[p.name] = (hints.get(p.name, Any), default)
     model_name = "".join(part.title() for part in name.replace("-", "_").split(".")) + "Input"
-    model = create_model(model_name, __config__=ConfigDict(extra=extra), **fields)  # type: ignore[call-overload]
+    model = create_model(model_name, __config__=ConfigDict(extra=extra), **fields)
     return model, None
 
 
@@ -126,13 +126,17 @@ class Registry:
 registry = Registry()
 
 
+@overload
+def agent(fn: Callable[..., Any]) -> Agent: ...
+
+
+@overload
 def agent(
-    fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
     pool: str = "default",
     retries: int = 3,
-    retry_on: Iterable[type[BaseException]] = DEFAULT_RETRY_ON,
+    retry_on: Iterable[type[Exception]] = DEFAULT_RETRY_ON,
     retry_backoff: int = 1,
     retry_backoff_max: int = 600,
     soft_time_limit: float | None = None,
@@ -140,7 +144,24 @@ def agent(
     rate_limit: str | None = None,
     priority: int | None = None,
     idempotent: bool = True,
-) -> Any:
+) -> Callable[[Callable[..., Any]], Agent]: ...
+
+
+def agent(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    pool: str = "default",
+    retries: int = 3,
+    retry_on: Iterable[type[Exception]] = DEFAULT_RETRY_ON,
+    retry_backoff: int = 1,
+    retry_backoff_max: int = 600,
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
+    rate_limit: str | None = None,
+    priority: int | None = None,
+    idempotent: bool = True,
+) -> Agent | Callable[[Callable[..., Any]], Agent]:
     """Declare an agent. Works bare (`@agent`) or with options (`@agent(pool="memory")`).
 
     Retries apply only to exceptions in `retry_on` (transient errors): the n-th waits a random
@@ -158,12 +179,21 @@ def agent(
         model, model_param = _input_model(agent_name, func)
         returns = get_type_hints(func).get("return", Any)
         spec = Agent(
-            name=agent_name, fn=func, pool=pool, input_model=model,
+            name=agent_name,
+            fn=func,
+            pool=pool,
+            input_model=model,
             output_adapter=TypeAdapter(Any if returns is type(None) else returns),
-            model_param=model_param, retries=retries, retry_on=tuple(retry_on),
-            retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
-            soft_time_limit=soft_time_limit, time_limit=time_limit, rate_limit=rate_limit,
-            priority=priority, idempotent=idempotent,
+            model_param=model_param,
+            retries=retries,
+            retry_on=tuple(retry_on),
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
+            rate_limit=rate_limit,
+            priority=priority,
+            idempotent=idempotent,
         )
         registry.add(spec)
         return spec
@@ -177,7 +207,9 @@ def discover_agents(modules: Iterable[str] = ()) -> Registry:
         try:
             ep.load()
         except Exception as exc:
-            raise ConfigError(f"agent plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            raise ConfigError(
+                f"agent plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+            ) from exc
     importlib.import_module("conveyor.tasks")
     for module in modules:
         try:

@@ -18,6 +18,7 @@ from conveyor.errors import ConfigError
 from conveyor.models.db import engine_for
 from conveyor.models.migrate import upgrade
 from conveyor.models.repository import RunRepository
+from conveyor.results import OVERRIDES as RESULT_BACKEND_OVERRIDES
 from conveyor.workers.pools import CATCH_ALL_QUEUE
 from conveyor.workers.recorder import RunRecorder
 
@@ -26,14 +27,15 @@ MAX_PRIORITY = 9
 OVERRIDES_MODULE = "celeryconfig"
 
 
-class ConveyorApp(Celery):  # type: ignore[misc]
+class ConveyorApp(Celery):
     """A Celery app that also knows conveyor's settings, agents and run store."""
 
     settings: Settings
     agents: Registry
 
-    def __init__(self, settings: Settings, agents: Registry, *, embedded: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, agents: Registry, *, embedded: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__("conveyor", **kwargs)
         self.settings = settings
         self.agents = agents
@@ -86,8 +88,10 @@ def resolve_services(settings: Settings) -> Settings:
 def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
     """The Celery settings conveyor needs: JSON only, late acks, one queue per pool."""
     prefix = settings.queue_prefix
-    queues = [Queue(pool.queue(prefix), routing_key=pool.queue(prefix), max_priority=10)
-              for pool in settings.pools.values()]
+    queues = [
+        Queue(pool.queue(prefix), routing_key=pool.queue(prefix), max_priority=10)
+        for pool in settings.pools.values()
+    ]
     queues.append(Queue(CATCH_ALL_QUEUE, routing_key=CATCH_ALL_QUEUE))
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
@@ -130,8 +134,11 @@ def _user_overrides() -> dict[str, Any]:
         if exc.name != OVERRIDES_MODULE:
             raise
         return {}
-    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k.islower()
-            and not callable(v) and not isinstance(v, type(os))}
+    return {
+        k: v
+        for k, v in vars(module).items()
+        if not k.startswith("_") and k.islower() and not callable(v) and not isinstance(v, type(os))
+    }
 
 
 def check_config(config: dict[str, Any], settings: Settings, agents: Registry) -> None:
@@ -165,12 +172,15 @@ def create_app(settings: Settings | None = None) -> ConveyorApp:
     agents = discover_agents(settings.agent_modules)
     for spec in agents:
         if spec.pool not in settings.pools:
-            raise ConfigError(f"agent {spec.name}: unknown pool {spec.pool!r}; pools are "
-                              f"{', '.join(sorted(settings.pools))}")
+            raise ConfigError(
+                f"agent {spec.name}: unknown pool {spec.pool!r}; pools are "
+                f"{', '.join(sorted(settings.pools))}"
+            )
     config = celery_config(settings, agents) | _user_overrides()
     check_config(config, settings, agents)
     embedded = given.broker_url is None or given.database_url is None
     app = ConveyorApp(settings, agents, embedded=embedded, set_as_current=True)
+    app.loader.override_backends = dict(RESULT_BACKEND_OVERRIDES)
     app.config_from_object(config)
     for spec in agents:
         bind_agent(app, spec)

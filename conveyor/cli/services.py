@@ -31,10 +31,12 @@ def stop_on_signals() -> threading.Event:
 
 
 @click.command()
-@click.option("--pool", "pools", multiple=True, help="Run only this pool (repeatable). Default: all.")
+@click.option(
+    "--pool", "pools", multiple=True, help="Run only this pool (repeatable). Default: all."
+)
 @click.option("--loglevel", type=LOGLEVELS, default="WARNING", show_default=True)
 def up(pools: tuple[str, ...], loglevel: str) -> None:
-    """Run everything in the foreground: embedded services (if unconfigured) and one worker per pool.
+    """Run the embedded services (when unconfigured) and one worker per pool, in the foreground.
 
     Ctrl-C or SIGTERM stops the workers with a warm shutdown (running tasks finish or go
     back to the queue), then stops the embedded services. No process is left behind.
@@ -44,13 +46,22 @@ def up(pools: tuple[str, ...], loglevel: str) -> None:
     for name in names:
         app.settings.pool(name)
     stop = stop_on_signals()
-    supervisor = Supervisor(app, names, loglevel=loglevel, grace=app.settings.time_limit + 5)
+    supervisor = Supervisor(
+        app,
+        names,
+        loglevel=loglevel,
+        grace=app.settings.time_limit + 5,
+        log_dir=str(app.settings.data_dir / "logs"),
+    )
     exit_code = 0
     try:
         supervisor.start()
         supervisor.wait_ready()
-        click.echo(f"conveyor up: workers for {', '.join(names)}; "
-                   f"broker {app.settings.broker_url}; Ctrl-C to stop", err=True)
+        click.echo(
+            f"conveyor up: workers for {', '.join(names)}; "
+            f"broker {app.settings.broker_url}; Ctrl-C to stop",
+            err=True,
+        )
         while not stop.wait(0.5):
             if dead := supervisor.exited():
                 click.echo(f"conveyor: worker for pool {dead[0]} exited; stopping", err=True)
@@ -78,8 +89,13 @@ def down(as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--pool", "pool", default="default", show_default=True,
-              help="The pool whose queues this worker consumes.")
+@click.option(
+    "--pool",
+    "pool",
+    default="default",
+    show_default=True,
+    help="The pool whose queues this worker consumes.",
+)
 @click.option("--name", "node_name", help="Celery node name. Default: POOL@HOSTNAME.")
 @click.option("--concurrency", type=click.IntRange(1, 512), help="Override the pool's concurrency.")
 @click.option("--loglevel", type=LOGLEVELS, default="INFO", show_default=True)
@@ -109,7 +125,9 @@ def db_upgrade(as_json: bool) -> None:
     if as_json:
         print_json({"from": before, "to": after})
     else:
-        click.echo(f"database at {after}" + (" (was " + str(before) + ")" if before != after else ""))
+        click.echo(
+            f"database at {after}" + (" (was " + str(before) + ")" if before != after else "")
+        )
 
 
 @db.command("current")

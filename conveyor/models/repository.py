@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
@@ -15,7 +15,7 @@ from conveyor.models.runs import FINAL_STATUSES, AgentRun, RunStatus
 
 NOTIFY_CHANNEL = "conveyor_runs"
 _FINAL = [s.value for s in FINAL_STATUSES]
-_runs = AgentRun.__table__
+_runs = cast(Table, AgentRun.__table__)
 
 
 class Run(BaseModel):
@@ -121,15 +121,25 @@ class RunRepository:
 
     def claim(self, run: NewRun, worker: str) -> Claim:
         """Mark a run started unless it already reached a final state (a redelivery)."""
-        values = {**run.model_dump(), "status": RunStatus.STARTED.value, "attempts": 1,
-                  "worker": worker, "started_at": func.now()}
+        values = {
+            **run.model_dump(),
+            "status": RunStatus.STARTED.value,
+            "attempts": 1,
+            "worker": worker,
+            "started_at": func.now(),
+        }
         values["enqueued_at"] = run.enqueued_at or func.now()
-        stmt = insert(_runs).values(values)
-        stmt = stmt.on_conflict_do_update(
+        new = insert(_runs).values(values)
+        stmt = new.on_conflict_do_update(
             index_elements=[_runs.c.id],
-            set_={"status": RunStatus.STARTED.value, "attempts": _runs.c.attempts + 1,
-                  "worker": worker, "started_at": func.now(), "updated_at": func.now(),
-                  "queue": func.coalesce(_runs.c.queue, stmt.excluded.queue)},
+            set_={
+                "status": RunStatus.STARTED.value,
+                "attempts": _runs.c.attempts + 1,
+                "worker": worker,
+                "started_at": func.now(),
+                "updated_at": func.now(),
+                "queue": func.coalesce(_runs.c.queue, new.excluded.queue),
+            },
             where=_runs.c.status.notin_(_FINAL),
         ).returning(_runs.c.status)
         try:
@@ -141,18 +151,12 @@ class RunRepository:
                 ).one()
                 return Claim(run_id=run.id, claimed=False, status=row.status, output=row.output)
         except IntegrityError:
-            return self._record_duplicate(run, worker)
+            return self._duplicate(run)
 
-    def _record_duplicate(self, run: NewRun, worker: str) -> Claim:
-        """A run whose idempotency key another run holds is cancelled, naming that run."""
-        with self.engine.begin() as conn:
+    def _duplicate(self, run: NewRun) -> Claim:
+        """A run whose idempotency key another run holds must not run: name that run."""
+        with self.engine.connect() as conn:
             owner = self._owner_of(conn, run)
-            conn.execute(insert(_runs).values(
-                {**run.model_dump(), "idempotency_key": None, "worker": worker,
-                 "status": RunStatus.CANCELLED.value, "finished_at": func.now(),
-                 "error_type": "DuplicateIdempotencyKey",
-                 "error_message": f"idempotency key {run.idempotency_key!r} belongs to run {owner}"}
-            ).on_conflict_do_nothing())
         return Claim(run_id=run.id, claimed=False, status=RunStatus.CANCELLED, duplicate_of=owner)
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
@@ -162,12 +166,23 @@ class RunRepository:
         stmt = insert(_runs)
         stmt = stmt.on_conflict_do_update(
             index_elements=[_runs.c.id],
-            set_={c: stmt.excluded[c] for c in (
-                "status", "output", "error_type", "error_message", "error_traceback",
-                "finished_at", "worker")} | {
+            set_={
+                c: stmt.excluded[c]
+                for c in (
+                    "status",
+                    "output",
+                    "error_type",
+                    "error_message",
+                    "error_traceback",
+                    "finished_at",
+                    "worker",
+                )
+            }
+            | {
                 "attempts": func.greatest(_runs.c.attempts, stmt.excluded.attempts),
                 "started_at": func.coalesce(_runs.c.started_at, stmt.excluded.started_at),
-                "updated_at": func.now()},
+                "updated_at": func.now(),
+            },
         )
         with self.engine.begin() as conn:
             conn.execute(stmt, rows)
@@ -181,15 +196,20 @@ class RunRepository:
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(_runs)
-                .where(_runs.c.id == run_id,
-                       _runs.c.status.in_([RunStatus.QUEUED.value, RunStatus.RETRYING.value]))
-                .values(status=RunStatus.CANCELLED.value, finished_at=func.now(),
-                        updated_at=func.now())
+                .where(
+                    _runs.c.id == run_id,
+                    _runs.c.status.in_([RunStatus.QUEUED.value, RunStatus.RETRYING.value]),
+                )
+                .values(
+                    status=RunStatus.CANCELLED.value, finished_at=func.now(), updated_at=func.now()
+                )
                 .returning(_runs.c.id)
             ).first()
             if done is not None:
-                conn.execute(text("SELECT pg_notify(:c, :p)"),
-                             {"c": NOTIFY_CHANNEL, "p": f"{run_id} cancelled"})
+                conn.execute(
+                    text("SELECT pg_notify(:c, :p)"),
+                    {"c": NOTIFY_CHANNEL, "p": f"{run_id} cancelled"},
+                )
         return done is not None
 
     def get(self, run_id: str) -> Run | None:
@@ -236,8 +256,13 @@ def _outcome_row(o: Outcome) -> dict[str, Any]:
     return {
         **o.run.model_dump(),
         "enqueued_at": o.run.enqueued_at or o.started_at,
-        "status": o.status.value, "output": o.output, "error_type": o.error_type,
-        "error_message": o.error_message, "error_traceback": o.error_traceback,
-        "worker": o.worker, "attempts": o.attempts, "started_at": o.started_at,
+        "status": o.status.value,
+        "output": o.output,
+        "error_type": o.error_type,
+        "error_message": o.error_message,
+        "error_traceback": o.error_traceback,
+        "worker": o.worker,
+        "attempts": o.attempts,
+        "started_at": o.started_at,
         "finished_at": o.finished_at,
     }

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from conveyor.models.base import Base
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Where a run is in its life."""
 
     QUEUED = "queued"
@@ -72,8 +72,13 @@ class AgentRun(Base):
             "status IN ('queued','started','retrying','succeeded','failed','rejected','cancelled')",
             name="status",
         ),
-        Index("uq_agent_runs_agent_idempotency_key", "agent", "idempotency_key", unique=True,
-              postgresql_where=text("idempotency_key IS NOT NULL")),
+        Index(
+            "uq_agent_runs_agent_idempotency_key",
+            "agent",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
         Index("ix_agent_runs_agent_enqueued_at", "agent", "enqueued_at"),
         Index("ix_agent_runs_status_finished_at", "status", "finished_at"),
         Index("ix_agent_runs_root_id", "root_id", postgresql_where=text("root_id IS NOT NULL")),

@@ -22,9 +22,7 @@ def process_loop() -> asyncio.AbstractEventLoop:
         if _loop is None or _owner_pid != os.getpid():
             _loop = asyncio.new_event_loop()
             _owner_pid = os.getpid()
-            threading.Thread(
-                target=_loop.run_forever, name="conveyor-asyncio", daemon=True
-            ).start()
+            threading.Thread(target=_loop.run_forever, name="conveyor-asyncio", daemon=True).start()
         return _loop
 
 

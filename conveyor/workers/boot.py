@@ -27,20 +27,33 @@ def wait_for_database(url: str, *, max_wait: float | None = None) -> None:
             delay = min(delay * 2, 30.0)
 
 
-def worker_argv(app: ConveyorApp, pool_name: str, *, node_name: str | None = None,
-                loglevel: str = "INFO", concurrency: int | None = None) -> list[str]:
+def worker_argv(
+    app: ConveyorApp,
+    pool_name: str,
+    *,
+    node_name: str | None = None,
+    loglevel: str = "INFO",
+    concurrency: int | None = None,
+) -> list[str]:
     """The `celery worker` arguments that make a worker of exactly one pool."""
     pool = app.settings.pool(pool_name)
     argv = [
         "worker",
-        "--queues", ",".join(pool.queues(app.settings.queue_prefix)),
-        "--concurrency", str(concurrency or pool.concurrency),
-        "--pool", pool.kind,
-        "--prefetch-multiplier", str(pool.prefetch_multiplier),
-        "--hostname", node_name or f"{pool.name}@%h",
+        "--queues",
+        ",".join(pool.queues(app.settings.queue_prefix)),
+        "--concurrency",
+        str(concurrency or pool.concurrency),
+        "--pool",
+        pool.kind,
+        "--prefetch-multiplier",
+        str(pool.prefetch_multiplier),
+        "--hostname",
+        node_name or f"{pool.name}@%h",
         "--task-events",
-        "--without-mingle", "--without-gossip",
-        "--loglevel", loglevel,
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        loglevel,
     ]
     if pool.max_tasks_per_child:
         argv += ["--max-tasks-per-child", str(pool.max_tasks_per_child)]

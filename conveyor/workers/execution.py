@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import Task
 from celery.exceptions import Ignore, Retry, TimeLimitExceeded
@@ -28,7 +28,7 @@ HEADER_ENQUEUED_AT = "conveyor_enqueued_at"
 HEADER_IDEMPOTENCY_KEY = "conveyor_idempotency_key"
 
 
-class AgentTask(Task):  # type: ignore[misc]
+class AgentTask(Task[Any, Any]):
     """The Celery task class of every agent."""
 
     agent: Agent
@@ -40,10 +40,16 @@ class AgentTask(Task):  # type: ignore[misc]
         """A hard time limit kills the child before it can record; record it from the parent."""
         if isinstance(exc, TimeLimitExceeded):
             run = NewRun(id=task_id, agent=self.agent.name, pool=self.agent.pool)
-            self.app.recorder.record(Outcome(
-                run=run, status=RunStatus.FAILED, error_type="TimeLimitExceeded",
-                error_message=str(exc), finished_at=_now(), attempts=self.request.retries + 1,
-            ))
+            cast("ConveyorApp", self.app).recorder.record(
+                Outcome(
+                    run=run,
+                    status=RunStatus.FAILED,
+                    error_type="TimeLimitExceeded",
+                    error_message=str(exc),
+                    finished_at=_now(),
+                    attempts=self.request.retries + 1,
+                )
+            )
 
 
 def _now() -> datetime:
@@ -58,8 +64,10 @@ def bind_input(spec: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]) -> di
     if len(args) == 1 and isinstance(args[0], list) and "results" in fields:
         return {"results": args[0], **kwargs}
     if len(args) > len(fields):
-        raise InvalidInput(spec.name, [{"loc": (), "msg": f"takes at most {len(fields)} "
-                                        f"positional values, got {len(args)}"}])
+        raise InvalidInput(
+            spec.name,
+            [{"loc": (), "msg": f"takes at most {len(fields)} positional values, got {len(args)}"}],
+        )
     return {**dict(zip(fields, args, strict=False)), **kwargs}
 
 
@@ -72,14 +80,22 @@ def _parse_time(value: Any) -> datetime | None:
 
 def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one agent call with exactly-once effect per run id, recording every state change."""
-    app: ConveyorApp = task.app
+    app = cast("ConveyorApp", task.app)
     spec, req = task.agent, task.request
     delivery_queue = (req.delivery_info or {}).get("routing_key")
     own_queue = app.agent_queue(spec)
     if delivery_queue == CATCH_ALL_QUEUE and own_queue != delivery_queue and spec.pool != "default":
-        task.apply_async(args, kwargs, task_id=req.id, queue=own_queue,
-                         headers={k: getattr(req, k, None) for k in
-                                  (HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY)})
+        task.apply_async(
+            args,
+            kwargs,
+            task_id=req.id,
+            queue=own_queue,
+            headers={
+                k: str(v)
+                for k in (HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY)
+                if (v := getattr(req, k, None))
+            },
+        )
         raise Ignore()
     worker = req.hostname or "unknown"
     try:
@@ -88,12 +104,30 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     except InvalidInput as exc:
         payload, invalid = {"args": list(args), "kwargs": kwargs}, exc
     run = NewRun(
-        id=req.id, agent=spec.name, pool=spec.pool, queue=delivery_queue, input=payload,
-        idempotency_key=getattr(req, HEADER_IDEMPOTENCY_KEY, None),
-        parent_id=req.parent_id, root_id=req.root_id if req.root_id != req.id else None,
+        id=req.id,
+        agent=spec.name,
+        pool=spec.pool,
+        queue=delivery_queue,
+        input=payload,
+        idempotency_key=getattr(req, HEADER_IDEMPOTENCY_KEY, None) or None,
+        parent_id=req.parent_id,
+        root_id=req.root_id if req.root_id != req.id else None,
         enqueued_at=_parse_time(getattr(req, HEADER_ENQUEUED_AT, None)),
     )
     claim = app.runs.claim(run, worker)
+    if claim.duplicate_of is not None:
+        app.recorder.record(
+            Outcome(
+                run=run.model_copy(update={"idempotency_key": None}),
+                status=RunStatus.CANCELLED,
+                worker=worker,
+                finished_at=_now(),
+                error_type="DuplicateIdempotencyKey",
+                error_message=f"idempotency key {run.idempotency_key!r} belongs to run "
+                f"{claim.duplicate_of}",
+            )
+        )
+        raise Ignore()
     if not claim.claimed:
         log.info("run %s is already %s; not running it again", run.id, claim.status.value)
         if claim.status is RunStatus.SUCCEEDED:
@@ -102,13 +136,20 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     started, attempt = _now(), req.retries + 1
 
     def record(status: RunStatus, output: Any = None, exc: BaseException | None = None) -> None:
-        app.recorder.record(Outcome(
-            run=run, status=status, output=output, worker=worker, attempts=attempt,
-            started_at=started, finished_at=None if status is RunStatus.RETRYING else _now(),
-            error_type=type(exc).__name__ if exc else None,
-            error_message=str(exc) if exc else None,
-            error_traceback="".join(traceback.format_exception(exc)) if exc else None,
-        ))
+        app.recorder.record(
+            Outcome(
+                run=run,
+                status=status,
+                output=output,
+                worker=worker,
+                attempts=attempt,
+                started_at=started,
+                finished_at=None if status is RunStatus.RETRYING else _now(),
+                error_type=type(exc).__name__ if exc else None,
+                error_message=str(exc) if exc else None,
+                error_traceback="".join(traceback.format_exception(exc)) if exc else None,
+            )
+        )
 
     try:
         if invalid is not None:
@@ -117,9 +158,17 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     except InvalidInput as exc:
         record(RunStatus.REJECTED, exc=exc)
         raise
-    token = _current.set(RunContext(run_id=run.id, agent=spec.name, pool=spec.pool,
-                                    worker=worker, attempt=attempt, root_id=req.root_id,
-                                    parent_id=req.parent_id))
+    token = _current.set(
+        RunContext(
+            run_id=run.id,
+            agent=spec.name,
+            pool=spec.pool,
+            worker=worker,
+            attempt=attempt,
+            root_id=req.root_id,
+            parent_id=req.parent_id,
+        )
+    )
     try:
         result = spec.invoke(model)
         if spec.is_async:
@@ -132,8 +181,11 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
             record(RunStatus.FAILED, exc=exc)
             raise
         countdown = get_exponential_backoff_interval(
-            factor=spec.retry_backoff, retries=req.retries,
-            maximum=spec.retry_backoff_max, full_jitter=True)
+            factor=spec.retry_backoff,
+            retries=req.retries,
+            maximum=spec.retry_backoff_max,
+            full_jitter=True,
+        )
         record(RunStatus.RETRYING, exc=exc)
         raise task.retry(exc=exc, countdown=countdown, max_retries=spec.retries) from exc
     except BaseException as exc:
@@ -152,8 +204,11 @@ def bind_agent(app: ConveyorApp, spec: Agent) -> None:
         return execute_run(self, args, kwargs)
 
     options: dict[str, Any] = {
-        "name": spec.name, "base": AgentTask, "bind": True, "agent": spec,
-        "queue": app.agent_queue(spec), "max_retries": spec.retries,
+        "name": spec.name,
+        "base": AgentTask,
+        "bind": True,
+        "agent": spec,
+        "max_retries": spec.retries,
         "soft_time_limit": spec.soft_time_limit or app.settings.soft_time_limit,
         "time_limit": spec.time_limit or app.settings.time_limit,
     }
@@ -174,7 +229,14 @@ def _record_revoked(request: Any = None, sender: Any = None, **_: Any) -> None:
         return
     run = NewRun(id=request.id, agent=task.agent.name, pool=task.agent.pool)
     try:
-        task.app.recorder.record(Outcome(run=run, status=RunStatus.CANCELLED, attempts=0,
-                                         finished_at=_now(), worker=request.hostname))
+        cast("ConveyorApp", task.app).recorder.record(
+            Outcome(
+                run=run,
+                status=RunStatus.CANCELLED,
+                attempts=0,
+                finished_at=_now(),
+                worker=request.hostname,
+            )
+        )
     except Exception as exc:
         log.warning("could not record the cancellation of %s: %s", request.id, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from kombu.exceptions import ChannelError
 
@@ -20,7 +21,7 @@ def queue_depths(app: ConveyorApp) -> dict[str, int]:
     depths: dict[str, int] = {}
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1)
-        channel = conn.default_channel
+        channel: Any = conn.default_channel
         for name in names:
             try:
                 depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PoolKind = Literal["prefork", "threads", "solo"]
 CATCH_ALL_QUEUE = "celery"
-"""The queue a plain Celery client publishes to when it knows no routes; the default pool reads it."""
+"""Where a plain Celery client that knows no routes publishes; the default pool reads it."""
 
 
 class Pool(BaseModel):

@@ -40,8 +40,9 @@ class RunRecorder:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._pending = queue.SimpleQueue()
-                threading.Thread(target=self._write_forever, name="conveyor-recorder",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._write_forever, name="conveyor-recorder", daemon=True
+                ).start()
 
     def _write_forever(self) -> None:
         while True:

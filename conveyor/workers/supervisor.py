@@ -36,19 +36,36 @@ class Supervisor:
     def start(self) -> None:
         env = dict(os.environ)
         s = self.app.settings
-        env.update({"CONVEYOR_BROKER_URL": str(s.broker_url),
-                    "CONVEYOR_DATABASE_URL": str(s.database_url),
-                    "CONVEYOR_RESULT_BACKEND": str(s.result_backend),
-                    "CONVEYOR_DATA_DIR": str(s.data_dir)})
+        env.update(
+            {
+                "CONVEYOR_BROKER_URL": str(s.broker_url),
+                "CONVEYOR_DATABASE_URL": str(s.database_url),
+                "CONVEYOR_RESULT_BACKEND": str(s.result_backend),
+                "CONVEYOR_DATA_DIR": str(s.data_dir),
+            }
+        )
         for pool in self.pools:
             out = None
             if self.log_dir is not None:
                 os.makedirs(self.log_dir, exist_ok=True)
                 out = open(os.path.join(self.log_dir, f"worker-{pool}.log"), "ab")  # noqa: SIM115
             self.procs[pool] = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "worker", "--pool", pool,
-                 "--name", self.node_name(pool), "--loglevel", self.loglevel],
-                env=env, start_new_session=True, stdout=out, stderr=out,
+                [
+                    sys.executable,
+                    "-m",
+                    "conveyor",
+                    "worker",
+                    "--pool",
+                    pool,
+                    "--name",
+                    self.node_name(pool),
+                    "--loglevel",
+                    self.loglevel,
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=out,
+                stderr=out,
             )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -81,7 +98,9 @@ class Supervisor:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("worker for pool %s did not stop in %.0fs; killing it", pool, self.grace)
+                log.warning(
+                    "worker for pool %s did not stop in %.0fs; killing it", pool, self.grace
+                )
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):

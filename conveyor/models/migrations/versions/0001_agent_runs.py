@@ -45,13 +45,18 @@ def upgrade() -> None:
         ),
     )
     op.create_index(
-        "uq_agent_runs_agent_idempotency_key", "agent_runs", ["agent", "idempotency_key"],
-        unique=True, postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        "uq_agent_runs_agent_idempotency_key",
+        "agent_runs",
+        ["agent", "idempotency_key"],
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
     op.create_index("ix_agent_runs_agent_enqueued_at", "agent_runs", ["agent", "enqueued_at"])
     op.create_index("ix_agent_runs_status_finished_at", "agent_runs", ["status", "finished_at"])
     op.create_index(
-        "ix_agent_runs_root_id", "agent_runs", ["root_id"],
+        "ix_agent_runs_root_id",
+        "agent_runs",
+        ["root_id"],
         postgresql_where=sa.text("root_id IS NOT NULL"),
     )
     op.create_index("ix_agent_runs_updated_at", "agent_runs", ["updated_at"])

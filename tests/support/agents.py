@@ -1,0 +1,80 @@
+"""Agents the integration tests run on real workers (loaded through CONVEYOR_AGENT_MODULES)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import redis
+from pydantic import BaseModel
+
+from conveyor import TransientError, agent, current_run
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+
+
+@agent(name="tests.add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+class Doubled(BaseModel):
+    value: int
+
+
+@agent(name="tests.double")
+def double(value: int) -> Doubled:
+    return Doubled(value=value * 2)
+
+
+@agent(name="tests.sum_results")
+def sum_results(results: list[int]) -> int:
+    return sum(results)
+
+
+@agent(name="tests.flaky", retries=3, retry_backoff=0)
+def flaky(key: str, fail_times: int) -> int:
+    """Fails with a transient error `fail_times` times, then returns the attempt number."""
+    attempt = int(_redis().incr(key))
+    if attempt <= fail_times:
+        raise TransientError(f"transient failure {attempt}")
+    return attempt
+
+
+@agent(name="tests.boom", retries=3, retry_backoff=0)
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+@agent(name="tests.effect")
+def effect(key: str) -> int:
+    """A side effect that must happen once per run: counts its executions in Redis."""
+    return int(_redis().incr(key))
+
+
+@agent(name="tests.async_info")
+async def async_info(delay: float = 0.0) -> dict[str, int]:
+    await asyncio.sleep(delay)
+    return {
+        "loop": id(asyncio.get_running_loop()),
+        "pid": os.getpid(),
+        "thread": threading.get_ident(),
+    }
+
+
+@agent(name="tests.where", pool="memory")
+def where() -> dict[str, str]:
+    run = current_run()
+    return {"pool": run.pool, "worker": run.worker}
+
+
+@agent(name="tests.sleep")
+def sleep(seconds: float, key: str = "") -> float:
+    if key:
+        _redis().set(key, "started")
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,86 @@
+"""Real `conveyor worker` processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from conveyor.app import ConveyorApp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """One worker of one pool, started as a subprocess and awaited until it answers a ping."""
+
+    def __init__(
+        self,
+        app: ConveyorApp,
+        env: dict[str, str],
+        pool: str,
+        log_dir: Path,
+        concurrency: int | None = None,
+        kind: str | None = None,
+    ) -> None:
+        self.app = app
+        self.pool = pool
+        self.node = f"{pool}.{uuid.uuid4().hex[:6]}@test"
+        self.log = log_dir / f"worker-{self.node}.log"
+        args = [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "worker",
+            "--pool",
+            pool,
+            "--name",
+            self.node,
+            "--loglevel",
+            "INFO",
+        ]
+        if concurrency:
+            args += ["--concurrency", str(concurrency)]
+        full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        if kind:
+            full_env["CONVEYOR_POOLS"] = f'{{"{pool}": {{"kind": "{kind}"}}}}'
+        self._out = open(self.log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args,
+            env=full_env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
+            replies = self.app.control.ping(destination=[self.node], timeout=0.5) or []
+            if any(self.node in reply for reply in replies):
+                return self
+        raise TimeoutError(f"worker {self.node} not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self._out.close()
+        return self.proc.returncode
