@@ -47,6 +47,23 @@ class Agent:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
+    def limits(self, default_soft: float, default_hard: float) -> tuple[float, float]:
+        """The (soft, hard) time limits that apply, given the settings' defaults.
+
+        With only a hard limit set, the soft one is kept below it (at 80%) so it can fire.
+        """
+        hard = self.time_limit or default_hard
+        if self.soft_time_limit is not None:
+            soft = self.soft_time_limit
+        else:
+            soft = default_soft if default_soft < hard else hard * 0.8
+        if soft >= hard:
+            raise ConfigError(
+                f"agent {self.name}: soft time limit {soft:g}s must be below "
+                f"the hard limit {hard:g}s"
+            )
+        return soft, hard
+
     def validate_input(self, data: dict[str, Any]) -> BaseModel:
         """Validate a JSON payload into the input model, or raise InvalidInput."""
         try:
@@ -69,8 +86,15 @@ class Agent:
         )
 
 
+def _type_hints(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn)
+    except NameError as exc:
+        raise ConfigError(f"agent {name}: cannot resolve an annotation ({exc})") from exc
+
+
 def _input_model(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], str | None]:
-    hints = get_type_hints(fn)
+    hints = _type_hints(name, fn)
     params = list(inspect.signature(fn).parameters.values())
     if len(params) == 1 and isinstance(hints.get(params[0].name), type):
         only = hints[params[0].name]
@@ -99,7 +123,11 @@ class Registry:
 
     def add(self, spec: Agent) -> None:
         existing = self._agents.get(spec.name)
-        if existing is not None and existing.fn.__qualname__ != spec.fn.__qualname__:
+        same = existing is not None and (existing.fn.__module__, existing.fn.__qualname__) == (
+            spec.fn.__module__,
+            spec.fn.__qualname__,
+        )
+        if existing is not None and not same:
             raise ConfigError(
                 f"agent name {spec.name!r} is taken by {existing.fn.__module__}."
                 f"{existing.fn.__qualname__}"
@@ -177,7 +205,7 @@ def agent(
         if soft_time_limit and time_limit and soft_time_limit >= time_limit:
             raise ConfigError(f"agent {agent_name}: soft_time_limit must be below time_limit")
         model, model_param = _input_model(agent_name, func)
-        returns = get_type_hints(func).get("return", Any)
+        returns = _type_hints(agent_name, func).get("return", Any)
         spec = Agent(
             name=agent_name,
             fn=func,

@@ -152,13 +152,13 @@ def check_config(config: dict[str, Any], settings: Settings, agents: Registry) -
     if not str(config.get("broker_url")).startswith("redis"):
         return
     visibility = (config.get("broker_transport_options") or {}).get("visibility_timeout", 3600)
-    limits = [(a.time_limit or settings.time_limit, a.name) for a in agents]
-    limits.append((settings.time_limit, "default (CONVEYOR_TIME_LIMIT)"))
-    longest, who = max(limits)
+    limits = [(settings.time_limit, "default (CONVEYOR_TIME_LIMIT)")]
+    limits += [(a.time_limit, f"agent {a.name}") for a in agents if a.time_limit]
+    longest, who = max(limits, key=lambda limit: limit[0])
     if visibility <= longest:
         raise ConfigError(
             f"invalid setting CONVEYOR_VISIBILITY_TIMEOUT: {visibility}s must be larger than "
-            f"the largest hard time limit ({longest:g}s, agent {who}); otherwise Redis "
+            f"the largest hard time limit ({longest:g}s, {who}); otherwise Redis "
             "redelivers a task that is still running and it runs twice"
         )
 

@@ -25,10 +25,13 @@ class UnknownAgent(ConveyorError):
     """No agent is registered under the requested name."""
 
     def __init__(self, name: str, close_matches: list[str]) -> None:
-        hint = f"; did you mean {', '.join(close_matches)}?" if close_matches else ""
-        super().__init__(f"unknown agent {name!r}{hint}")
+        super().__init__(name, close_matches)
         self.name = name
         self.close_matches = close_matches
+
+    def __str__(self) -> str:
+        hint = f"; did you mean {', '.join(self.close_matches)}?" if self.close_matches else ""
+        return f"unknown agent {self.name!r}{hint}"
 
 
 class InvalidInput(ConveyorError):
@@ -58,10 +61,13 @@ class RunFailed(ConveyorError):
     """A run ended in a state other than succeeded."""
 
     def __init__(self, run_id: str, status: str, error: str | None) -> None:
-        super().__init__(f"run {run_id} {status}: {error or 'no error recorded'}")
+        super().__init__(run_id, status, error)
         self.run_id = run_id
         self.status = status
         self.error = error
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.status}: {self.error or 'no error recorded'}"
 
 
 class RunTimeout(ConveyorError):

@@ -203,14 +203,16 @@ def bind_agent(app: ConveyorApp, spec: Agent) -> None:
     def run(self: AgentTask, *args: Any, **kwargs: Any) -> Any:
         return execute_run(self, args, kwargs)
 
+    soft, hard = spec.limits(app.settings.soft_time_limit, app.settings.time_limit)
     options: dict[str, Any] = {
         "name": spec.name,
         "base": AgentTask,
         "bind": True,
         "agent": spec,
         "max_retries": spec.retries,
-        "soft_time_limit": spec.soft_time_limit or app.settings.soft_time_limit,
-        "time_limit": spec.time_limit or app.settings.time_limit,
+        "soft_time_limit": soft,
+        "time_limit": hard,
+        "shared": False,
     }
     if spec.rate_limit:
         options["rate_limit"] = spec.rate_limit

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conveyor.embedded import Embedded, _alive
+from tests.support.waiting import wait_until
 from tests.support.workers import ROOT
 
 
@@ -55,9 +55,7 @@ def test_embedded_services_are_reused_and_a_stale_state_is_detected(data_dir: Pa
         first = embedded.ensure()
         assert embedded.ensure() == first
         os.kill(first.redis_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _running(first.redis_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not _running(first.redis_pid), 10, "the killed Redis to exit")
         assert embedded.read_state() is None
         second = embedded.ensure()
         assert second.redis_pid != first.redis_pid

@@ -78,3 +78,21 @@ def sleep(seconds: float, key: str = "") -> float:
         _redis().set(key, "started")
     time.sleep(seconds)
     return seconds
+
+
+@agent(name="tests.soft_limited", soft_time_limit=0.5, time_limit=5)
+def soft_limited(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@agent(name="tests.stubborn", soft_time_limit=0.5, time_limit=1.5)
+def stubborn(seconds: float) -> float:
+    """Ignores the soft time limit, so only the hard limit (a killed child) stops it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except Exception:
+            continue
+    return seconds

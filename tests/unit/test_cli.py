@@ -1,0 +1,139 @@
+"""The `conveyor` command: help texts, and arguments refused before any app is built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from conveyor.cli import cli
+from conveyor.errors import ConveyorError
+
+
+def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield prefix
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from command_paths(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def resolve(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
+
+
+COMMANDS = list(command_paths(cli))
+
+
+@pytest.fixture(autouse=True)
+def no_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the app would start or reach services; here it fails with a known error."""
+
+    def refuse() -> None:
+        raise ConveyorError("unit: the app was built")
+
+    monkeypatch.setattr("conveyor.cli.common.create_app", refuse)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_every_command_is_covered() -> None:
+    assert {p[0] for p in COMMANDS if p} == {
+        "cancel",
+        "db",
+        "demo",
+        "down",
+        "runs",
+        "status",
+        "submit",
+        "up",
+        "worker",
+    }
+    assert ("db", "upgrade") in COMMANDS
+    assert ("db", "current") in COMMANDS
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "conveyor")
+def test_help_exits_0_and_mentions_every_option(path: tuple[str, ...]) -> None:
+    result = invoke(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
+    command = resolve(path)
+    for param in command.params:
+        if isinstance(param, click.Option):
+            for opt in param.opts:
+                assert opt in result.output, f"{opt} missing from `{' '.join(path)} --help`"
+    assert "unit: the app was built" not in result.output
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_short_and_long_help(flag: str) -> None:
+    result = invoke(flag)
+    assert result.exit_code == 0
+    for name in ("submit", "runs", "worker", "up", "down"):
+        assert name in result.output
+
+
+def test_submit_refuses_text_that_is_not_json() -> None:
+    result = invoke("submit", "conveyor.ping", "not json")
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.output
+    assert "unit: the app was built" not in result.output
+
+
+@pytest.mark.parametrize(("payload", "kind"), [("[1]", "list"), ('"text"', "str"), ("3", "int")])
+def test_submit_refuses_json_that_is_not_an_object(payload: str, kind: str) -> None:
+    result = invoke("submit", "conveyor.ping", payload)
+    assert result.exit_code == 2
+    assert "must be a JSON object" in result.output
+    assert kind in result.output
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_runs_refuses_an_unparseable_time(option: str) -> None:
+    result = invoke("runs", option, "yesterday")
+    assert result.exit_code == 2
+    assert "'yesterday'" in result.output
+    assert "ISO 8601" in result.output
+    assert "15m" in result.output  # says what is accepted
+
+
+@pytest.mark.parametrize(
+    "value", ["15m", "2h", "7d", "30s", "2024-05-01", "2024-05-01T12:00:00+02:00"]
+)
+def test_runs_accepts_ages_and_iso_times(value: str) -> None:
+    """A valid time gets past parsing to building the app, which fails here on purpose."""
+    result = invoke("runs", "--since", value)
+    assert result.exit_code == 1
+    assert "conveyor: unit: the app was built" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("submit", "conveyor.ping", "{}", "--priority", "10"),
+        ("submit", "conveyor.ping", "{}", "--timeout", "-1"),
+        ("runs", "--limit", "0"),
+        ("runs", "--status", "exploded"),
+        ("worker", "--concurrency", "0"),
+    ],
+)
+def test_out_of_range_options_exit_2(args: tuple[str, ...]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "unit: the app was built" not in result.output
+
+
+def test_a_conveyor_error_is_one_line_and_exit_1() -> None:
+    result = invoke("submit", "conveyor.ping", '{"x": 1}')
+    assert result.exit_code == 1
+    assert result.output.strip() == "conveyor: unit: the app was built"
