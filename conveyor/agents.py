@@ -171,7 +171,7 @@ def agent(
     time_limit: float | None = None,
     rate_limit: str | None = None,
     priority: int | None = None,
-    idempotent: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[Callable[..., Any]], Agent]: ...
 
 
@@ -188,12 +188,17 @@ def agent(
     time_limit: float | None = None,
     rate_limit: str | None = None,
     priority: int | None = None,
-    idempotent: bool = True,
+    idempotent: bool = False,
 ) -> Agent | Callable[[Callable[..., Any]], Agent]:
     """Declare an agent. Works bare (`@agent`) or with options (`@agent(pool="memory")`).
 
     Retries apply only to exceptions in `retry_on` (transient errors): the n-th waits a random
     0..min(retry_backoff * 2**n, retry_backoff_max) seconds. `priority` is 0..9, 9 most urgent.
+
+    By default a worker claims each run in PostgreSQL before running it, so a redelivered or
+    resubmitted run never repeats its effect. `idempotent=True` declares that running twice
+    is harmless (a pure function, say): the claim is skipped, saving a round trip per run,
+    and the run is written once, at its final state.
     """
 
     def register(func: Callable[..., Any]) -> Agent:

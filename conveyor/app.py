@@ -40,20 +40,25 @@ class ConveyorApp(Celery):
         self.settings = settings
         self.agents = agents
         self.embedded = embedded
-        self._recorder: RunRecorder | None = None
+        self._store: tuple[int, RunRepository, RunRecorder] | None = None
         self._lock = threading.Lock()
+
+    def _run_store(self) -> tuple[RunRepository, RunRecorder]:
+        """This process's repository and recorder; a forked child builds its own."""
+        with self._lock:
+            if self._store is None or self._store[0] != os.getpid():
+                assert self.settings.database_url is not None
+                runs = RunRepository(engine_for(self.settings.database_url))
+                self._store = (os.getpid(), runs, RunRecorder(runs))
+            return self._store[1], self._store[2]
 
     @property
     def runs(self) -> RunRepository:
-        assert self.settings.database_url is not None
-        return RunRepository(engine_for(self.settings.database_url))
+        return self._run_store()[0]
 
     @property
     def recorder(self) -> RunRecorder:
-        with self._lock:
-            if self._recorder is None:
-                self._recorder = RunRecorder(self.runs)
-            return self._recorder
+        return self._run_store()[1]
 
     @property
     def uses_redis(self) -> bool:
@@ -106,7 +111,7 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "result_extended": True,
         "result_expires": 86400,
         "task_queues": queues,

@@ -17,11 +17,14 @@ from kombu.exceptions import OperationalError as BrokerError
 from conveyor.app import ConveyorApp, create_app
 from conveyor.config import Settings
 from conveyor.errors import RunFailed, RunTimeout, ServiceUnavailable
-from conveyor.models.repository import NOTIFY_CHANNEL, NewRun, Run
+from conveyor.models.repository import NewRun, Run
 from conveyor.models.runs import FINAL_STATUSES, RunStatus
+from conveyor.models.statements import NOTIFY_CHANNEL
 from conveyor.workers.execution import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
 
 _FINAL = {s.value for s in FINAL_STATUSES}
+_ROW_PREFIX = '{"id":"'
+"""How a notification that carries a whole row starts (row_to_json, id first)."""
 Progress = Callable[[int], None]
 
 
@@ -41,6 +44,8 @@ class Client:
         self.runs = self.app.runs
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_lock = threading.Lock()
+        self._fresh: set[str] = set()
+        self._finished: dict[str, Run | None] = {}
 
     def close(self) -> None:
         if self._listener is not None:
@@ -92,6 +97,7 @@ class Client:
             spec.validate_input(item)
         queue = self.app.agent_queue(spec)
         wire_priority = self.app.broker_priority(priority) if priority is not None else None
+        self._listen()
         ids: list[str] = []
         for start in range(0, len(items), chunk_size):
             now = datetime.now(UTC)
@@ -132,6 +138,7 @@ class Client:
             except BrokerError as exc:
                 raise ServiceUnavailable(f"broker unreachable: {exc}") from exc
             ids.extend(owners[r.id] for r in batch)
+            self._fresh.update(r.id for r in batch if owners[r.id] == r.id)
             if on_progress is not None:
                 on_progress(len(batch))
         return ids
@@ -149,11 +156,19 @@ class Client:
         return self.runs.cancel(run_id)
 
     def _listen(self) -> psycopg.Connection[Any]:
-        if self._listener is None or self._listener.closed:
-            url = str(self.app.settings.database_url).replace("+psycopg", "")
-            self._listener = psycopg.connect(url, autocommit=True)
-            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        return self._listener
+        """The LISTEN connection, opened before the first publish so no notification is missed."""
+        with self._listen_lock:
+            if self._listener is None or self._listener.closed:
+                url = str(self.app.settings.database_url).replace("+psycopg", "")
+                try:
+                    self._listener = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                    self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                except psycopg.OperationalError as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise ServiceUnavailable(f"database unreachable: {first}") from None
+                self._fresh.clear()
+                self._finished.clear()
+            return self._listener
 
     def wait_many(
         self,
@@ -161,36 +176,66 @@ class Client:
         timeout: float | None = None,
         on_progress: Progress | None = None,
     ) -> dict[str, Run]:
-        """Block until every run reaches a final state; RunTimeout names how many did not."""
+        """Block until every run reaches a final state; RunTimeout names how many did not.
+
+        Not for concurrent use from several threads: give each thread its own Client.
+        """
         pending = set(run_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
+        conn = self._listen()
         done: dict[str, Run] = {}
-        with self._listen_lock:
-            conn = self._listen()
-            finished = {
-                r.id for r in self.runs.get_many(list(pending)).values() if r.status.value in _FINAL
-            }
-            while True:
-                if finished:
-                    done.update(self.runs.get_many(list(finished)))
-                    pending -= finished
-                    if on_progress is not None:
-                        on_progress(len(finished))
-                    finished = set()
-                if not pending:
-                    return done
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise RunTimeout(
-                        f"{len(pending)} run(s) not finished after {timeout}s, "
-                        f"e.g. {next(iter(pending))}"
-                    )
-                for note in conn.notifies(timeout=min(left or 1.0, 1.0), stop_after=1000):
-                    run_id, _, status = note.payload.partition(" ")
-                    if run_id in pending and status in _FINAL:
-                        finished.add(run_id)
-                        if len(finished) >= len(pending):
-                            break
+        unseen = list(pending - self._fresh)
+        if unseen:
+            for run in self.runs.get_many(unseen).values():
+                if run.status.value in _FINAL:
+                    self._finished[run.id] = run
+        while True:
+            finished = [i for i in pending if i in self._finished]
+            if finished:
+                for run_id in finished:
+                    noted = self._finished.pop(run_id)
+                    self._fresh.discard(run_id)
+                    if noted is not None:
+                        done[run_id] = noted
+                unread = [i for i in finished if i not in done]
+                if unread:
+                    done.update(self.runs.get_many(unread))
+                pending.difference_update(finished)
+                if on_progress is not None:
+                    on_progress(len(finished))
+            if not pending:
+                return done
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise RunTimeout(
+                    f"{len(pending)} run(s) not finished after {timeout}s, "
+                    f"e.g. {next(iter(pending))}"
+                )
+            self._collect(conn, pending, min(left or 1.0, 1.0))
+
+    def _collect(self, conn: psycopg.Connection[Any], pending: set[str], timeout: float) -> None:
+        """Note final states from the next notifications, waiting at most `timeout`.
+
+        The generators are always run to their end: leaving one early would drop the rest of
+        the packet it is yielding from.
+        """
+        for note in conn.notifies(timeout=timeout, stop_after=1):
+            self._note(note.payload, pending)
+        for note in conn.notifies(timeout=0):
+            self._note(note.payload, pending)
+
+    def _note(self, payload: str, pending: set[str]) -> None:
+        """Keep a final state this client waits for: the whole run, or just that it ended."""
+        if payload.startswith(_ROW_PREFIX):
+            run_id = payload[len(_ROW_PREFIX) : payload.find('"', len(_ROW_PREFIX))]
+            if run_id in pending or run_id in self._fresh:
+                run = Run.model_validate_json(payload)
+                if run.status.value in _FINAL:
+                    self._finished[run_id] = run
+            return
+        run_id, _, status = payload.partition(" ")
+        if status in _FINAL and (run_id in pending or run_id in self._fresh):
+            self._finished[run_id] = None
 
     def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Block until the run reaches a final state and return it."""

@@ -18,9 +18,7 @@ def engine_for(url: str) -> Engine:
         _forget_inherited()
         engine = _engines.get(key)
         if engine is None:
-            engine = create_engine(
-                url, pool_size=8, max_overflow=16, pool_pre_ping=True, pool_recycle=1800
-            )
+            engine = create_engine(url, pool_size=8, max_overflow=16, pool_recycle=1800)
             _engines[key] = engine
         return engine
 

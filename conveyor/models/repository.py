@@ -1,19 +1,19 @@
-"""RunRepository: every read and write of agent_runs, as parameterised SQLAlchemy Core."""
+"""RunRepository: every read and write of agent_runs, parameterised (Core or models.statements)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, Table, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
 from conveyor.models.runs import FINAL_STATUSES, AgentRun, RunStatus
+from conveyor.models.statements import CLAIM, ENQUEUE, NOTIFY_CHANNEL, RECORD
 
-NOTIFY_CHANNEL = "conveyor_runs"
 _FINAL = [s.value for s in FINAL_STATUSES]
 _runs = cast(Table, AgentRun.__table__)
 
@@ -85,26 +85,29 @@ class Claim(BaseModel):
 class RunRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def enqueue(
         self, runs: Sequence[NewRun], publish: Callable[[list[NewRun]], None]
     ) -> dict[str, str]:
-        """Insert queued runs and publish the new ones, all or nothing.
+        """Record runs as queued and publish them; maps each id to the run that owns its effect.
 
-        Maps each id to the run that owns its effect: a run whose idempotency key is taken maps
-        to the earlier run and is neither inserted nor published. `publish` runs inside the
-        transaction, so a broker failure leaves no queued row behind.
+        Runs with an idempotency key are inserted and published in one transaction, so a key
+        is never taken by a run that was not published; a run whose key is taken maps to the
+        earlier run and is neither inserted nor published. Runs without a key are published
+        first and recorded right after: should that write fail, the broker still holds them and
+        the worker records them when it runs them.
         """
         if not runs:
             return {}
-        rows = [{**r.model_dump(), "status": RunStatus.QUEUED.value} for r in runs]
-        stmt = insert(_runs).on_conflict_do_nothing().returning(_runs.c.id)
+        if all(r.idempotency_key is None for r in runs):
+            publish(list(runs))
+            with self._autocommit.connect() as conn:
+                conn.execute(ENQUEUE, {"rows": _json_rows(runs)})
+            return {r.id: r.id for r in runs}
         with self.engine.begin() as conn:
-            inserted = {row.id for row in conn.execute(stmt, rows)}
-            owners = {r.id: r.id for r in runs if r.id in inserted}
-            missing = [r for r in runs if r.id not in inserted]
-            for r in missing:
-                owners[r.id] = self._owner_of(conn, r)
+            inserted = {row.id for row in conn.execute(ENQUEUE, {"rows": _json_rows(runs)})}
+            owners = {r.id: r.id if r.id in inserted else self._owner_of(conn, r) for r in runs}
             publish([r for r in runs if r.id in inserted])
         return owners
 
@@ -121,30 +124,11 @@ class RunRepository:
 
     def claim(self, run: NewRun, worker: str) -> Claim:
         """Mark a run started unless it already reached a final state (a redelivery)."""
-        values = {
-            **run.model_dump(),
-            "status": RunStatus.STARTED.value,
-            "attempts": 1,
-            "worker": worker,
-            "started_at": func.now(),
-        }
-        values["enqueued_at"] = run.enqueued_at or func.now()
-        new = insert(_runs).values(values)
-        stmt = new.on_conflict_do_update(
-            index_elements=[_runs.c.id],
-            set_={
-                "status": RunStatus.STARTED.value,
-                "attempts": _runs.c.attempts + 1,
-                "worker": worker,
-                "started_at": func.now(),
-                "updated_at": func.now(),
-                "queue": func.coalesce(_runs.c.queue, new.excluded.queue),
-            },
-            where=_runs.c.status.notin_(_FINAL),
-        ).returning(_runs.c.status)
+        params = {**run.model_dump(mode="json"), "worker": worker}
+        params["input"] = json.dumps(run.input)
         try:
-            with self.engine.begin() as conn:
-                if conn.execute(stmt).first() is not None:
+            with self._autocommit.connect() as conn:
+                if conn.execute(CLAIM, params).first() is not None:
                     return Claim(run_id=run.id, claimed=True, status=RunStatus.STARTED)
                 row = conn.execute(
                     select(_runs.c.status, _runs.c.output).where(_runs.c.id == run.id)
@@ -155,41 +139,19 @@ class RunRepository:
 
     def _duplicate(self, run: NewRun) -> Claim:
         """A run whose idempotency key another run holds must not run: name that run."""
-        with self.engine.connect() as conn:
+        with self._autocommit.connect() as conn:
             owner = self._owner_of(conn, run)
         return Claim(run_id=run.id, claimed=False, status=RunStatus.CANCELLED, duplicate_of=owner)
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Write a batch of state changes in one transaction and notify waiting clients."""
+        """Write a batch of state changes in one statement that also notifies waiting clients.
+
+        A cancelled run stays cancelled whatever is reported after.
+        """
         latest = {o.run.id: o for o in outcomes}
-        rows = [_outcome_row(o) for o in latest.values()]
-        stmt = insert(_runs)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_runs.c.id],
-            set_={
-                c: stmt.excluded[c]
-                for c in (
-                    "status",
-                    "output",
-                    "error_type",
-                    "error_message",
-                    "error_traceback",
-                    "finished_at",
-                    "worker",
-                )
-            }
-            | {
-                "attempts": func.greatest(_runs.c.attempts, stmt.excluded.attempts),
-                "started_at": func.coalesce(_runs.c.started_at, stmt.excluded.started_at),
-                "updated_at": func.now(),
-            },
-        )
-        with self.engine.begin() as conn:
-            conn.execute(stmt, rows)
-            conn.execute(
-                text("SELECT pg_notify(:channel, x) FROM unnest(CAST(:ids AS text[])) AS x"),
-                {"channel": NOTIFY_CHANNEL, "ids": [f"{r['id']} {r['status']}" for r in rows]},
-            )
+        rows = json.dumps([_outcome_row(o) for o in latest.values()])
+        with self._autocommit.connect() as conn:
+            conn.execute(RECORD, {"rows": rows}).all()
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run that has not started; True if it was cancelled here."""
@@ -213,12 +175,12 @@ class RunRepository:
         return done is not None
 
     def get(self, run_id: str) -> Run | None:
-        with self.engine.connect() as conn:
+        with self._autocommit.connect() as conn:
             row = conn.execute(select(_runs).where(_runs.c.id == run_id)).first()
         return Run.model_validate(row, from_attributes=True) if row else None
 
     def get_many(self, run_ids: Sequence[str]) -> dict[str, Run]:
-        with self.engine.connect() as conn:
+        with self._autocommit.connect() as conn:
             rows = conn.execute(select(_runs).where(_runs.c.id.in_(list(run_ids)))).all()
         return {r.id: Run.model_validate(r, from_attributes=True) for r in rows}
 
@@ -241,21 +203,28 @@ class RunRepository:
             query = query.where(_runs.c.enqueued_at >= since)
         if until is not None:
             query = query.where(_runs.c.enqueued_at < until)
-        with self.engine.connect() as conn:
+        with self._autocommit.connect() as conn:
             return [Run.model_validate(r, from_attributes=True) for r in conn.execute(query)]
 
     def count_by_status(self, agent: str | None = None) -> dict[str, int]:
         query = select(_runs.c.status, func.count()).group_by(_runs.c.status)
         if agent is not None:
             query = query.where(_runs.c.agent == agent)
-        with self.engine.connect() as conn:
+        with self._autocommit.connect() as conn:
             return {row[0]: int(row[1]) for row in conn.execute(query)}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _json_rows(runs: Sequence[NewRun]) -> str:
+    return json.dumps([r.model_dump(mode="json") for r in runs])
 
 
 def _outcome_row(o: Outcome) -> dict[str, Any]:
     return {
-        **o.run.model_dump(),
-        "enqueued_at": o.run.enqueued_at or o.started_at,
+        **o.run.model_dump(mode="json"),
         "status": o.status.value,
         "output": o.output,
         "error_type": o.error_type,
@@ -263,6 +232,6 @@ def _outcome_row(o: Outcome) -> dict[str, Any]:
         "error_traceback": o.error_traceback,
         "worker": o.worker,
         "attempts": o.attempts,
-        "started_at": o.started_at,
-        "finished_at": o.finished_at,
+        "started_at": _iso(o.started_at),
+        "finished_at": _iso(o.finished_at),
     }

@@ -17,7 +17,7 @@ class PingOutput(BaseModel):
     run_id: str
 
 
-@agent(name="conveyor.ping", pool="default", retries=0)
+@agent(name="conveyor.ping", pool="default", retries=0, idempotent=True)
 def ping(**payload: Any) -> PingOutput:
     """Diagnostic: echo the input with the worker that ran it."""
     run = current_run()

@@ -49,7 +49,6 @@ def worker_argv(
         str(pool.prefetch_multiplier),
         "--hostname",
         node_name or f"{pool.name}@%h",
-        "--task-events",
         "--without-mingle",
         "--without-gossip",
         "--loglevel",

@@ -15,7 +15,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from conveyor.agents import Agent
 from conveyor.context import RunContext, _current
 from conveyor.errors import InvalidInput
-from conveyor.models.repository import NewRun, Outcome
+from conveyor.models.repository import Claim, NewRun, Outcome
 from conveyor.models.runs import RunStatus
 from conveyor.workers.asyncloop import run_coroutine
 from conveyor.workers.pools import CATCH_ALL_QUEUE
@@ -78,6 +78,34 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _claim(app: ConveyorApp, run: NewRun, worker: str) -> Claim | None:
+    """Claim the run for this worker: None to go ahead, a finished Claim to return its output.
+
+    Raises Ignore for a run that must not execute: cancelled, failed before, or holding an
+    idempotency key that belongs to another run.
+    """
+    claim = app.runs.claim(run, worker)
+    if claim.duplicate_of is not None:
+        app.recorder.record(
+            Outcome(
+                run=run.model_copy(update={"idempotency_key": None}),
+                status=RunStatus.CANCELLED,
+                worker=worker,
+                finished_at=_now(),
+                error_type="DuplicateIdempotencyKey",
+                error_message=f"idempotency key {run.idempotency_key!r} belongs to run "
+                f"{claim.duplicate_of}",
+            )
+        )
+        raise Ignore()
+    if claim.claimed:
+        return None
+    log.info("run %s is already %s; not running it again", run.id, claim.status.value)
+    if claim.status is RunStatus.SUCCEEDED:
+        return claim
+    raise Ignore()
+
+
 def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one agent call with exactly-once effect per run id, recording every state change."""
     app = cast("ConveyorApp", task.app)
@@ -114,25 +142,10 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         root_id=req.root_id if req.root_id != req.id else None,
         enqueued_at=_parse_time(getattr(req, HEADER_ENQUEUED_AT, None)),
     )
-    claim = app.runs.claim(run, worker)
-    if claim.duplicate_of is not None:
-        app.recorder.record(
-            Outcome(
-                run=run.model_copy(update={"idempotency_key": None}),
-                status=RunStatus.CANCELLED,
-                worker=worker,
-                finished_at=_now(),
-                error_type="DuplicateIdempotencyKey",
-                error_message=f"idempotency key {run.idempotency_key!r} belongs to run "
-                f"{claim.duplicate_of}",
-            )
-        )
-        raise Ignore()
-    if not claim.claimed:
-        log.info("run %s is already %s; not running it again", run.id, claim.status.value)
-        if claim.status is RunStatus.SUCCEEDED:
+    if not spec.idempotent:
+        claim = _claim(app, run, worker)
+        if claim is not None:
             return claim.output
-        raise Ignore()
     started, attempt = _now(), req.retries + 1
 
     def record(status: RunStatus, output: Any = None, exc: BaseException | None = None) -> None:

@@ -1,63 +1,52 @@
-"""Group commit of run state changes: one transaction for all that arrive together."""
+"""Group commit of run state changes: one statement for all that arrive together."""
 
 from __future__ import annotations
 
-import logging
-import os
-import queue
 import threading
 from concurrent.futures import Future
 
 from conveyor.models.repository import Outcome, RunRepository
 
-log = logging.getLogger(__name__)
 MAX_BATCH = 500
 
 
 class RunRecorder:
-    """Writes outcomes from many threads in shared transactions.
+    """Writes outcomes from many threads in shared statements, without a thread of its own.
 
-    `record()` blocks until the caller's outcome is committed, so a task never returns
-    (and its message is never acknowledged) before its run is durable. While one batch
-    commits, the next accumulates: under load a commit carries many runs.
+    `record()` returns once the caller's outcome is committed, so a task never returns (and
+    its message is never acknowledged) before its run is durable. The first caller writes;
+    callers that arrive while it writes queue up and the next of them writes them all at
+    once. A single-threaded prefork child thus writes inline, and a threads pool under load
+    commits many runs per round trip.
     """
 
     def __init__(self, repository: RunRepository) -> None:
         self.repository = repository
-        self._pending: queue.SimpleQueue[tuple[Outcome, Future[None]]] = queue.SimpleQueue()
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._pending: list[tuple[Outcome, Future[None]]] = []
+        self._writing = False
 
-    def record(self, outcome: Outcome, timeout: float | None = None) -> None:
-        """Queue an outcome for the next commit and wait until it is committed."""
-        self._ensure_writer()
+    def record(self, outcome: Outcome) -> None:
+        """Commit an outcome, alone or together with others that are waiting."""
         done: Future[None] = Future()
-        self._pending.put((outcome, done))
-        done.result(timeout)
-
-    def _ensure_writer(self) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._pending = queue.SimpleQueue()
-                threading.Thread(
-                    target=self._write_forever, name="conveyor-recorder", daemon=True
-                ).start()
-
-    def _write_forever(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self.repository.record([outcome for outcome, _ in batch])
-            except Exception as exc:
-                log.warning("recording %d run(s) failed: %s", len(batch), exc)
-                for _, done in batch:
-                    done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    done.set_result(None)
+        with self._turn:
+            self._pending.append((outcome, done))
+            while self._writing and not done.done():
+                self._turn.wait()
+            if done.done():
+                return done.result()
+            self._writing = True
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        try:
+            self.repository.record([o for o, _ in batch])
+        except Exception as exc:
+            for _, waiter in batch:
+                waiter.set_exception(exc)
+        else:
+            for _, waiter in batch:
+                waiter.set_result(None)
+        finally:
+            with self._turn:
+                self._writing = False
+                self._turn.notify_all()
+        return done.result()

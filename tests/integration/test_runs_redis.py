@@ -26,7 +26,9 @@ def test_ping_round_trip_is_recorded(client: Client) -> None:
 def test_result_is_readable_from_celery_too(client: Client) -> None:
     run_id = client.submit("tests.add", {"a": 2, "b": 3})
     assert client.result(run_id, timeout=30) == 5
-    assert AsyncResult(run_id, app=client.app).get(timeout=10) == 5
+    result = AsyncResult(run_id, app=client.app)
+    assert result.get(timeout=10) == 5
+    del result  # unsubscribes now, not during interpreter shutdown
 
 
 def test_agent_runs_on_its_own_pool(client: Client) -> None:
@@ -129,3 +131,16 @@ def test_fan_out_then_fan_in(client: Client) -> None:
         then=client.signature("tests.sum_results"),
     )
     assert client.result(run_id, timeout=30) == sum(i + 1 for i in range(5))
+
+
+def test_output_too_large_for_a_notification_is_read_back(client: Client) -> None:
+    run = client.wait(client.submit("tests.big", {"size": 20_000}), timeout=30)
+    assert run.status is RunStatus.SUCCEEDED
+    assert run.output == "x" * 20_000
+
+
+def test_concurrent_runs_on_a_threads_pool_are_all_recorded(client: Client) -> None:
+    ids = client.submit_many("tests.where", [{} for _ in range(60)])
+    runs = client.wait_many(ids, timeout=60)
+    assert {r.status for r in runs.values()} == {RunStatus.SUCCEEDED}
+    assert all(r.output["pool"] == "memory" and r.attempts == 1 for r in runs.values())

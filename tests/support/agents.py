@@ -96,3 +96,9 @@ def stubborn(seconds: float) -> float:
         except Exception:
             continue
     return seconds
+
+
+@agent(name="tests.big", idempotent=True)
+def big(size: int) -> str:
+    """An output too large to travel inside a notification."""
+    return "x" * size

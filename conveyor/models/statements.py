@@ -1,0 +1,70 @@
+"""The hot-path writes of agent_runs as single parameterised statements.
+
+Each one is one round trip in autocommit: a batch of any size travels as one JSON parameter
+(`jsonb_to_recordset`), and the final-state write NOTIFYs waiting clients in the same
+statement, so the notification is sent exactly when the row is committed, carrying the row.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import TextClause, text
+
+NOTIFY_CHANNEL = "conveyor_runs"
+NOTIFY_ROW_LIMIT = 7000
+"""A finished row up to this size travels whole in its notification (PostgreSQL's limit is
+8000 bytes), so a waiting client need not read it back; a larger one sends "id status"."""
+FINAL = "('succeeded', 'failed', 'rejected', 'cancelled')"
+
+_RECORDSET = """jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+    id text, agent text, pool text, queue text, status text, input jsonb, output jsonb,
+    error_type text, error_message text, error_traceback text, attempts int,
+    enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, worker text,
+    idempotency_key text, parent_id text, root_id text)"""
+
+ENQUEUE: TextClause = text(f"""
+INSERT INTO agent_runs (id, agent, pool, queue, status, input, idempotency_key,
+                        parent_id, root_id, enqueued_at)
+SELECT id, agent, pool, queue, 'queued', input, idempotency_key, parent_id, root_id, enqueued_at
+FROM {_RECORDSET}
+ON CONFLICT DO NOTHING
+RETURNING id
+""")
+
+CLAIM: TextClause = text(f"""
+INSERT INTO agent_runs AS a (id, agent, pool, queue, status, input, idempotency_key, parent_id,
+                             root_id, enqueued_at, started_at, attempts, worker)
+VALUES (:id, :agent, :pool, :queue, 'started', CAST(:input AS jsonb), :idempotency_key,
+        :parent_id, :root_id, coalesce(CAST(:enqueued_at AS timestamptz), now()), now(), 1,
+        :worker)
+ON CONFLICT (id) DO UPDATE SET
+    status = 'started', attempts = a.attempts + 1, worker = excluded.worker,
+    started_at = now(), updated_at = now(), queue = coalesce(a.queue, excluded.queue)
+WHERE a.status NOT IN {FINAL}
+RETURNING a.status
+""")
+
+RECORD: TextClause = text(f"""
+WITH written AS (
+    INSERT INTO agent_runs AS a (id, agent, pool, queue, status, input, output, error_type,
+                                 error_message, error_traceback, attempts, enqueued_at,
+                                 started_at, finished_at, worker, idempotency_key, parent_id,
+                                 root_id)
+    SELECT id, agent, pool, queue, status, input, output, error_type, error_message,
+           error_traceback, attempts, coalesce(enqueued_at, started_at, now()), started_at,
+           finished_at, worker, idempotency_key, parent_id, root_id
+    FROM {_RECORDSET}
+    ON CONFLICT (id) DO UPDATE SET
+        status = excluded.status, output = excluded.output, error_type = excluded.error_type,
+        error_message = excluded.error_message, error_traceback = excluded.error_traceback,
+        finished_at = excluded.finished_at, worker = coalesce(excluded.worker, a.worker),
+        attempts = greatest(a.attempts, excluded.attempts),
+        started_at = coalesce(a.started_at, excluded.started_at), updated_at = now()
+    WHERE a.status <> 'cancelled'
+    RETURNING a.*
+), payloads AS (
+    SELECT id, status, row_to_json(written)::text AS full_row FROM written
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', CASE WHEN octet_length(full_row) <= {NOTIFY_ROW_LIMIT}
+                                          THEN full_row ELSE id || ' ' || status END)
+FROM payloads
+""")
