@@ -18,6 +18,15 @@ from conveyor.errors import ServiceUnavailable
 log = logging.getLogger(__name__)
 
 
+def worker_command(
+    pool: str, node_name: str, loglevel: str, concurrency: int | None = None
+) -> list[str]:
+    """The command line of one `conveyor worker` process."""
+    argv = [sys.executable, "-m", "conveyor", "worker", "--pool", pool, "--name", node_name]
+    argv += ["--loglevel", loglevel]
+    return argv + (["--concurrency", str(concurrency)] if concurrency else [])
+
+
 @dataclass
 class Supervisor:
     """Starts `conveyor worker --pool NAME` for each pool and stops them all on exit."""
@@ -50,18 +59,7 @@ class Supervisor:
                 os.makedirs(self.log_dir, exist_ok=True)
                 out = open(os.path.join(self.log_dir, f"worker-{pool}.log"), "ab")  # noqa: SIM115
             self.procs[pool] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "conveyor",
-                    "worker",
-                    "--pool",
-                    pool,
-                    "--name",
-                    self.node_name(pool),
-                    "--loglevel",
-                    self.loglevel,
-                ],
+                worker_command(pool, self.node_name(pool), self.loglevel),
                 env=env,
                 start_new_session=True,
                 stdout=out,

@@ -6,12 +6,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 from conveyor.app import ConveyorApp
+from conveyor.workers.supervisor import worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,20 +32,7 @@ class WorkerProcess:
         self.pool = pool
         self.node = f"{pool}.{uuid.uuid4().hex[:6]}@test"
         self.log = log_dir / f"worker-{self.node}.log"
-        args = [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "worker",
-            "--pool",
-            pool,
-            "--name",
-            self.node,
-            "--loglevel",
-            "INFO",
-        ]
-        if concurrency:
-            args += ["--concurrency", str(concurrency)]
+        args = worker_command(pool, self.node, "INFO", concurrency)
         full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         if kind:
             full_env["CONVEYOR_POOLS"] = f'{{"{pool}": {{"kind": "{kind}"}}}}'
