@@ -11,10 +11,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, Table, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from conveyor.models.runs import FINAL_STATUSES, AgentRun, RunStatus
+from conveyor.models.runs import AgentRun, RunStatus
 from conveyor.models.statements import CLAIM, ENQUEUE, NOTIFY_CHANNEL, RECORD
 
-_FINAL = [s.value for s in FINAL_STATUSES]
 _runs = cast(Table, AgentRun.__table__)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from sqlalchemy import TextClause, text
 
+from conveyor.models.runs import FINAL_STATUSES
+
 NOTIFY_CHANNEL = "conveyor_runs"
 NOTIFY_ROW_LIMIT = 7000
 """A finished row up to this size travels whole in its notification (PostgreSQL's limit is
 8000 bytes), so a waiting client need not read it back; a larger one sends "id status"."""
-FINAL = "('succeeded', 'failed', 'rejected', 'cancelled')"
+FINAL = "(" + ", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)) + ")"
 
 _RECORDSET = """jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
     id text, agent text, pool text, queue text, status text, input jsonb, output jsonb,
