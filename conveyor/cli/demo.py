@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -56,7 +57,7 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
     )
     quiet = as_json or not console.is_terminal
     try:
-        with console.status("starting workers...", spinner="dots") if not quiet else _null():
+        with console.status("starting workers...", spinner="dots") if not quiet else nullcontext():
             supervisor.start()
             supervisor.wait_ready()
         client = Client(app)
@@ -107,11 +108,3 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
         print_table("conveyor demo", ["metric", "value"], list(summary.items()))
     if failures:
         raise SystemExit(1)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
