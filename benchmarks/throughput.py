@@ -10,6 +10,9 @@ Sides:
              done = N rows in agent_runs with status 'succeeded'
   raw_pg   - plain Celery with its own PostgreSQL result backend (db+postgresql+psycopg://),
              same pool kind and concurrency; done = N rows in celery_taskmeta with 'SUCCESS'
+  raw_redis - only with --ceiling: plain Celery with a Redis result backend and no database at
+             all, same pool kind and concurrency; done = N result keys in its Redis db. It is
+             the ceiling: what Celery itself drains when recording costs next to nothing
 
 Rates reported (nothing subtracted from "wall"):
   wall    N / (last run finished - worker process started), start-up included
@@ -24,9 +27,11 @@ Run from the repository root:  .venv/bin/python -m benchmarks.throughput [-n 300
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
+import redis
 
 from benchmarks import _harness as h
 
@@ -54,6 +60,33 @@ SQL = {
 }
 
 
+class Tally:
+    """Counts a side's finished runs and the span of their own finish timestamps."""
+
+    def __init__(self, side: str, conn: psycopg.Connection[Any], results_url: str) -> None:
+        self.side, self.conn = side, conn
+        self.redis = redis.Redis.from_url(results_url) if side == "raw_redis" else None
+
+    def reset(self) -> None:
+        if self.redis is not None:
+            self.redis.flushdb()
+        else:
+            self.conn.execute(SQL[self.side][2])
+
+    def count(self) -> int:
+        if self.redis is not None:
+            return int(self.redis.dbsize())
+        return int(self.conn.execute(SQL[self.side][0]).fetchone()[0])  # type: ignore[index]
+
+    def span(self) -> float:
+        if self.redis is None:
+            return float(self.conn.execute(SQL[self.side][1]).fetchone()[0] or 0.0)  # type: ignore[index]
+        keys = list(self.redis.scan_iter("celery-task-meta-*", count=1000))
+        metas = [json.loads(v) for v in self.redis.mget(keys) if v]
+        done = sorted(datetime.fromisoformat(m["date_done"]) for m in metas)
+        return (done[-1] - done[0]).total_seconds() if done else 0.0
+
+
 def fill_conveyor(client: Any, n: int) -> None:
     client.submit_many("conveyor.ping", ({"i": i} for i in range(n)))
 
@@ -62,7 +95,8 @@ def fill_raw(n: int, broker: str, backend: str, reliable: bool) -> None:
     from benchmarks.raw_app import TASK_NAME, make_app
 
     app = make_app(broker, backend, reliable=reliable)
-    app.backend.ResultSession().close()  # type: ignore[attr-defined]  # creates celery_taskmeta
+    if backend.startswith("db+"):
+        app.backend.ResultSession().close()  # type: ignore[attr-defined]  # makes celery_taskmeta
     task = app.tasks[TASK_NAME]
     with app.producer_or_acquire() as producer:
         for i in range(n):
@@ -70,13 +104,10 @@ def fill_raw(n: int, broker: str, backend: str, reliable: bool) -> None:
     app.close()
 
 
-def drain(
-    conn: psycopg.Connection[Any], side: str, worker: h.Worker, n: int, poll: float, timeout: float
-) -> dict[str, Any]:
-    count_sql, span_sql, _ = SQL[side]
+def drain(tally: Tally, worker: h.Worker, n: int, poll: float, timeout: float) -> dict[str, Any]:
     first = None
     while True:
-        done = conn.execute(count_sql).fetchone()[0]  # type: ignore[index]
+        done = tally.count()
         now = time.monotonic()
         if done and first is None:
             first = now
@@ -85,11 +116,11 @@ def drain(
         worker.check_alive()
         if now - worker.started_at > timeout:
             raise RuntimeError(
-                f"{side}: {done}/{n} finished after {timeout:g}s\n{worker.log_tail()}"
+                f"{tally.side}: {done}/{n} finished after {timeout:g}s\n{worker.log_tail()}"
             )
         time.sleep(poll)
     wall = now - worker.started_at
-    span = float(conn.execute(span_sql).fetchone()[0] or 0.0)  # type: ignore[index]
+    span = tally.span()
     return {
         "n": n,
         "wall_s": wall,
@@ -110,23 +141,25 @@ def trial(
     pool, conc = mode
     broker = env["brokers"][side]
     h.flush_redis(broker)
+    backend = env["raw_backends"].get(side, "")
     with psycopg.connect(env["admin_url"], autocommit=True) as conn:
+        tally = Tally(side, conn, backend)
         if side == "raw_pg":
-            fill_raw(0, broker, env["raw_backend"], args.raw_reliable)  # table exists
-        conn.execute(SQL[side][2])
+            fill_raw(0, broker, backend, args.raw_reliable)  # table exists
+        tally.reset()
         t0 = time.monotonic()
         if side == "conveyor":
             fill_conveyor(env["client"], args.count)
             worker_env = h.conveyor_env(broker, env["conveyor_url"], env["prefix"], pool, conc)
             argv = h.conveyor_worker_argv(conc, args.loglevel)
         else:
-            fill_raw(args.count, broker, env["raw_backend"], args.raw_reliable)
-            worker_env = h.raw_env(broker, env["raw_backend"], args.raw_reliable)
-            argv = h.raw_worker_argv(pool, conc, args.loglevel, "rawpg")
+            fill_raw(args.count, broker, backend, args.raw_reliable)
+            worker_env = h.raw_env(broker, backend, args.raw_reliable)
+            argv = h.raw_worker_argv(pool, conc, args.loglevel, side.replace("_", ""))
         fill_s = time.monotonic() - t0
         worker = workers.start(f"{side}-{pool}-{conc}-{time.time_ns()}", argv, worker_env)
         try:
-            result = drain(conn, side, worker, args.count, args.poll, args.timeout)
+            result = drain(tally, worker, args.count, args.poll, args.timeout)
         finally:
             workers.stop(worker)
     return {"side": side, "pool": pool, "concurrency": conc, "fill_s": fill_s, **result}
@@ -145,6 +178,14 @@ def summarise(trials: list[dict[str, Any]], modes: list[tuple[str, int]]) -> lis
         startup_share = max(t["startup_s"] / t["wall_s"] for t in mine)
         basis = "steady" if startup_share > 0.5 else "wall"
         ratio = steady if basis == "steady" else wall
+        rate_key = f"{basis}_rate"
+        ceiling = None
+        if any(t["side"] == "raw_redis" for t in mine):
+            ceiling = {
+                "raw_redis_over_raw_pg": median("raw_redis", rate_key) / median("raw_pg", rate_key),
+                "conveyor_over_raw_redis": median("conveyor", rate_key)
+                / median("raw_redis", rate_key),
+            }
         out.append(
             {
                 "mode": f"{pool} c={conc}",
@@ -153,6 +194,7 @@ def summarise(trials: list[dict[str, Any]], modes: list[tuple[str, int]]) -> lis
                 "basis": basis,
                 "ratio": ratio,
                 "target_met": ratio >= TARGET,
+                "ceiling": ceiling,
             }
         )
     return out
@@ -171,14 +213,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     with (
         h.scratch_database("tp") as db,
-        h.scratch_redis(args.redis_db, args.redis_db + 1) as brokers,
+        h.scratch_redis(args.redis_db, args.redis_db + 1, args.redis_db + 2) as brokers,
         h.Workers(args.keep_logs) as workers,
     ):
         env: dict[str, Any] = {
             "admin_url": h.pg_url(db),
             "conveyor_url": h.pg_url(db, "postgresql+psycopg"),
-            "raw_backend": h.pg_url(db, "db+postgresql+psycopg"),
-            "brokers": {"conveyor": brokers[0], "raw_pg": brokers[1]},
+            "raw_backends": {
+                "raw_pg": h.pg_url(db, "db+postgresql+psycopg"),
+                "raw_redis": brokers[2],
+            },
+            "brokers": {"conveyor": brokers[0], "raw_pg": brokers[1], "raw_redis": brokers[1]},
         }
         upgrade(env["conveyor_url"])
         # One client for every trial (the queues are flushed between trials); the pool kind
@@ -188,7 +233,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env["client"] = Client(create_app(settings))
         for rep in range(args.repeat):
             for mode in modes:
-                sides = ["conveyor", "raw_pg"] if rep % 2 == 0 else ["raw_pg", "conveyor"]
+                sides = ["conveyor", "raw_pg"] + (["raw_redis"] if args.ceiling else [])
+                if rep % 2:
+                    sides.reverse()
                 for side in sides:
                     trials.append(trial(side, mode, args, env, workers))
                     if not args.json:
@@ -209,6 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "repeat": args.repeat,
             "loglevel": args.loglevel,
             "raw_reliable": args.raw_reliable,
+            "ceiling": args.ceiling,
         },
         "trials": trials,
         "summary": summarise(trials, modes),
@@ -250,6 +298,20 @@ def report(result: dict[str, Any]) -> None:
         ["mode", "ratio wall", "ratio steady", "verdict on", "target"],
         rows,
     )
+    ceilings = [s for s in result["summary"] if s["ceiling"]]
+    if ceilings:
+        h.print_table(
+            "ceiling: raw Celery with only Redis (same basis as the verdict)",
+            ["mode", "raw_redis / raw_pg", "conveyor / raw_redis"],
+            [
+                [
+                    s["mode"],
+                    s["ceiling"]["raw_redis_over_raw_pg"],
+                    s["ceiling"]["conveyor_over_raw_redis"],
+                ]
+                for s in ceilings
+            ],
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between DB counts")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per drain")
     parser.add_argument(
-        "--redis-db", type=int, default=14, help="first of two Redis db indexes used (flushed!)"
+        "--redis-db", type=int, default=13, help="first of three Redis db indexes used (flushed!)"
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also drain raw Celery with a Redis result backend and no database (the ceiling)",
     )
     h.add_common_args(parser)
     args = parser.parse_args(argv)

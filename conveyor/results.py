@@ -1,20 +1,141 @@
-"""Celery's Redis result backend, without a SUBSCRIBE for every submit.
+"""Celery's Redis result backend, tuned for conveyor's hot path.
 
-conveyor's Client waits for runs on PostgreSQL (LISTEN/NOTIFY), so subscribing to each
-task's result channel at submit time is wasted work (and thousands of subscriptions for a
-bulk submit). `AsyncResult.get()` still subscribes when it is called, and first reads any
-result already stored, so plain-Celery reads keep working.
+- No SUBSCRIBE for every submit: conveyor's Client waits for runs on PostgreSQL
+  (LISTEN/NOTIFY), so subscribing to each task's result channel at submit time is wasted
+  work. `AsyncResult.get()` still subscribes when it is called, and first reads any result
+  already stored, so plain-Celery reads keep working.
+- One round trip per state: Celery reads the stored state before writing a new one, so
+  that a late duplicate never overwrites a success; a server-side script does both at once.
+- The STARTED state (`task_track_started`) is written in the background, overlapping the
+  run instead of delaying it, and is dropped when the run ends before it was written.
+  A later state always waits for an in-flight STARTED write, so it is never overwritten.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from celery import states
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
 
 OVERRIDES = {alias: f"{__name__}:RedisResults" for alias in ("redis", "rediss")}
+log = logging.getLogger(__name__)
+
+SET_UNLESS_SUCCEEDED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local ok, meta = pcall(cjson.decode, current)
+    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+        return 0
+    end
+end
+if tonumber(ARGV[2]) > 0 then
+    redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+    redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class RedisResults(RedisBackend):
+    expires: int | None
+    _MAX_STR_VALUE_SIZE: int
+    _get_result_meta: Callable[..., dict[str, Any]]
+    _writer: ThreadPoolExecutor | None = None
+    _writer_pid = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._started: dict[str, Future[None]] = {}
+        self._started_lock = threading.Lock()
+        self._set_unless_succeeded = self.client.register_script(SET_UNLESS_SUCCEEDED)
+
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Do not subscribe at submit time; `get()` subscribes on demand."""
+
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if state == states.STARTED:
+            self._store_started_later(task_id, result, traceback, request, kwargs)
+            return result
+        self._settle_started(task_id)
+        return super().store_result(task_id, result, state, traceback, request, **kwargs)
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Celery's key-value `_store_result`, with its read and write in one script."""
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(  # type: ignore[call-arg]
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.expires
+        if state == states.FAILURE:
+            expires = getattr(self, "failure_expires", expires)
+        self.ensure(
+            self._set_unless_succeeded,
+            ([self.get_key_for_task(task_id)], [value, int(expires or 0)]),
+        )
+        return result
+
+    def _store_started_later(
+        self, task_id: str, result: Any, traceback: Any, request: Any, kwargs: dict[str, Any]
+    ) -> None:
+        def write() -> None:
+            try:
+                super(RedisResults, self).store_result(
+                    task_id, result, states.STARTED, traceback, request, **kwargs
+                )
+            except Exception:
+                log.warning("could not store the STARTED state of %s", task_id, exc_info=True)
+
+        with self._started_lock:
+            future = self._background().submit(write)
+            self._started[task_id] = future
+        future.add_done_callback(lambda done: self._forget_started(task_id, done))
+
+    def _forget_started(self, task_id: str, done: Future[None]) -> None:
+        with self._started_lock:
+            if self._started.get(task_id) is done:
+                del self._started[task_id]
+
+    def _settle_started(self, task_id: str) -> None:
+        """Drop a STARTED write not yet begun, or wait for the one in flight."""
+        with self._started_lock:
+            future = self._started.pop(task_id, None)
+        if future is not None and not future.cancel():
+            future.result()
+
+    def _background(self) -> ThreadPoolExecutor:
+        """One writer thread per process, created after any fork."""
+        if self._writer is None or self._writer_pid != os.getpid():
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-started")
+            self._writer_pid = os.getpid()
+        return self._writer
