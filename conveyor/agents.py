@@ -64,10 +64,16 @@ class Agent:
             )
         return soft, hard
 
-    def validate_input(self, data: dict[str, Any]) -> BaseModel:
-        """Validate a JSON payload into the input model, or raise InvalidInput."""
+    def validate_input(
+        self, data: dict[str, Any], context: dict[str, Any] | None = None
+    ) -> BaseModel:
+        """Validate a JSON payload into the input model, or raise InvalidInput.
+
+        `context` reaches the model's validators; conveyor passes {"settings": ...} so that
+        limits configured in the environment apply on the client and the worker alike.
+        """
         try:
-            return self.input_model.model_validate(data)
+            return self.input_model.model_validate(data, context=context)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             raise InvalidInput(self.name, [dict(e) for e in errors]) from None

@@ -53,6 +53,11 @@ class ConveyorApp(Celery):
             return self._store[1], self._store[2]
 
     @property
+    def validation_context(self) -> dict[str, Any]:
+        """What agent input validators see: the settings, for configured limits."""
+        return {"settings": self.settings}
+
+    @property
     def runs(self) -> RunRepository:
         return self._run_store()[0]
 
@@ -87,6 +92,8 @@ def resolve_services(settings: Settings) -> Settings:
     broker = updates.get("broker_url", settings.broker_url)
     if settings.result_backend is None:
         updates["result_backend"] = broker if str(broker).startswith("redis") else "rpc://"
+    if settings.cache_url is None and str(broker).startswith("redis"):
+        updates["cache_url"] = broker
     return settings.model_copy(update=updates) if updates else settings
 
 
@@ -112,6 +119,7 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
         "task_track_started": True,
         "worker_send_task_events": True,
         "task_send_sent_event": False,
+        "worker_consumer": "conveyor.workers.consumer:Consumer",
         "result_extended": True,
         "result_expires": 86400,
         "task_queues": queues,

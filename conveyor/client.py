@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from celery import chain, chord, group
@@ -21,6 +21,9 @@ from conveyor.models.repository import NewRun, Run
 from conveyor.models.runs import FINAL_STATUSES, RunStatus
 from conveyor.models.statements import NOTIFY_CHANNEL
 from conveyor.workers.execution import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
+
+if TYPE_CHECKING:
+    from conveyor.memory.api import MemoryAPI
 
 _FINAL = {s.value for s in FINAL_STATUSES}
 _ROW_PREFIX = '{"id":"'
@@ -46,6 +49,13 @@ class Client:
         self._listen_lock = threading.Lock()
         self._fresh: set[str] = set()
         self._finished: dict[str, Run | None] = {}
+
+    @property
+    def memory(self) -> MemoryAPI:
+        """Prompt memory: remember, recall, search, forget, stats (see conveyor.memory)."""
+        from conveyor.memory.api import MemoryAPI
+
+        return MemoryAPI(self)
 
     def close(self) -> None:
         if self._listener is not None:
@@ -94,7 +104,7 @@ class Client:
         if len(keys) != len(items):
             raise ValueError(f"idempotency_keys has {len(keys)} items for {len(items)} payloads")
         for item in items:
-            spec.validate_input(item)
+            spec.validate_input(item, self.app.validation_context)
         queue = self.app.agent_queue(spec)
         wire_priority = self.app.broker_priority(priority) if priority is not None else None
         self._listen()

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigError
+from conveyor.memory.schema import MemoryLimits
 from conveyor.workers.pools import BUILTIN_POOLS, Pool
 
 ENV_PREFIX = "CONVEYOR_"
@@ -40,6 +41,13 @@ class Settings(BaseSettings):
     time_limit: float = Field(default=300.0, gt=0)
     pools: Annotated[dict[str, Pool], NoDecode] = Field(default_factory=lambda: dict(BUILTIN_POOLS))
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    cache_url: str | None = None
+    """Redis for caches; unset means the broker when it is Redis, else no cache."""
+    cache_ttl: float = Field(default=60.0, ge=0)
+    memory_max_content_bytes: int = Field(default=1024 * 1024, ge=1)
+    memory_max_batch: int = Field(default=1000, ge=1)
+    memory_max_ttl_seconds: int = Field(default=10 * 365 * 86400, ge=1)
+    memory_max_window: int = Field(default=10_000, ge=1)
 
     @field_validator("broker_url")
     @classmethod
@@ -47,6 +55,13 @@ class Settings(BaseSettings):
         if value is not None and _scheme(value) not in BROKER_SCHEMES:
             supported = ", ".join(BROKER_SCHEMES)
             raise ValueError(f"scheme {_scheme(value)!r} is not supported; use one of {supported}")
+        return value
+
+    @field_validator("cache_url")
+    @classmethod
+    def _check_cache(cls, value: str | None) -> str | None:
+        if value is not None and not _scheme(value).startswith("redis"):
+            raise ValueError(f"scheme {_scheme(value)!r} is not Redis; use redis://")
         return value
 
     @field_validator("database_url")
@@ -96,6 +111,14 @@ class Settings(BaseSettings):
                 f"CONVEYOR_TIME_LIMIT ({self.time_limit})"
             )
         return self
+
+    def memory_limits(self) -> MemoryLimits:
+        return MemoryLimits(
+            max_content_bytes=self.memory_max_content_bytes,
+            max_batch=self.memory_max_batch,
+            max_ttl_seconds=self.memory_max_ttl_seconds,
+            max_window=self.memory_max_window,
+        )
 
     @property
     def redis_broker(self) -> bool:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from conveyor.errors import ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.app import ConveyorApp
 
 
 @dataclass(frozen=True)
 class RunContext:
+    app: ConveyorApp
     run_id: str
     agent: str
     pool: str

@@ -15,6 +15,41 @@ from conveyor.embedded import Embedded
 from conveyor.models.runs import RunStatus
 from conveyor.workers.supervisor import Supervisor
 
+DEMO_TURNS = [
+    ("system", "You are a helpful support agent for conveyor."),
+    ("user", "My workers on the vector pool stopped scaling up."),
+    ("assistant", "KEDA scales each pool on its queue depth; is the exporter reachable?"),
+    ("user", "The exporter answers, but the queue depth reads zero."),
+    ("assistant", "Then check CONVEYOR_QUEUE_PREFIX: the exporter must use the workers' prefix."),
+]
+
+
+def _memory_step(client: Client, sessions: int = 5) -> dict[str, object]:
+    """Remember a short conversation in a few sessions, then recall and search it."""
+    namespace = f"demo-{int(time.time())}"
+    t0 = time.perf_counter()
+    pending = [
+        client.memory.remember_async(
+            namespace, f"session-{n}", items=[{"role": r, "content": c} for r, c in DEMO_TURNS]
+        )
+        for n in range(sessions)
+    ]
+    client.wait_many(pending, timeout=60)
+    remembered = time.perf_counter() - t0
+    recall_ms = []
+    for n in range(sessions * 4):
+        t = time.perf_counter()
+        window = client.memory.recall(namespace, f"session-{n % sessions}", max_tokens=60)
+        recall_ms.append((time.perf_counter() - t) * 1000)
+    hits = client.memory.search(namespace, "queue depth exporter").hits
+    return {
+        "memory_items": client.memory.stats(namespace).items,
+        "memory_remember_s": round(remembered, 3),
+        "memory_recall_ms_p50": round(_percentile(recall_ms, 50), 2),
+        "memory_window_items": len(window.items),
+        "memory_search_hits": len(hits),
+    }
+
 
 def _percentile(values: list[float], q: float) -> float:
     return (
@@ -44,7 +79,8 @@ def _percentile(values: list[float], q: float) -> float:
 def demo(count: int, timeout: float, as_json: bool) -> None:
     """Start the services and one worker per pool, push COUNT runs through, report, stop.
 
-    Prints throughput, latency p50/p99 (enqueue to finish, from agent_runs) and failures.
+    Prints throughput, latency p50/p99 (enqueue to finish, from agent_runs) and failures,
+    then remembers a short conversation in prompt memory, recalls and searches it.
     """
     app = get_app()
     started_embedded = app.embedded
@@ -81,6 +117,8 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
                 ids, timeout, on_progress=lambda n: progress.advance(finished, n)
             )
             elapsed = time.perf_counter() - t0
+        with console.status("memory...", spinner="dots") if not quiet else nullcontext():
+            memory = _memory_step(client)
         client.close()
     finally:
         supervisor.stop()
@@ -100,6 +138,7 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
         "throughput_per_s": round(count / elapsed, 1),
         "latency_ms_p50": round(_percentile(latencies, 50), 2),
         "latency_ms_p99": round(_percentile(latencies, 99), 2),
+        **memory,
         "workers": sorted(app.settings.pools),
     }
     if as_json:

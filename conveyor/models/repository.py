@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import Engine, Table, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from conveyor.models import jsonb
 from conveyor.models.runs import AgentRun, RunStatus
 from conveyor.models.statements import CLAIM, ENQUEUE, NOTIFY_CHANNEL, RECORD
 
 _runs = cast(Table, AgentRun.__table__)
+_JSON_FIELDS = ("input", "output")
+
+
+def _restore(value: Any) -> Any:
+    return jsonb.restore(value)
 
 
 class Run(BaseModel):
@@ -27,6 +32,8 @@ class Run(BaseModel):
     pool: str
     queue: str | None = None
     status: RunStatus
+
+    _restore_json = field_validator("input", "output")(_restore)
     input: dict[str, Any] | None = None
     output: Any = None
     error_type: str | None = None
@@ -78,6 +85,8 @@ class Claim(BaseModel):
     claimed: bool
     status: RunStatus
     output: Any = None
+
+    _restore_json = field_validator("output")(_restore)
     duplicate_of: str | None = None
 
 
@@ -124,7 +133,7 @@ class RunRepository:
     def claim(self, run: NewRun, worker: str) -> Claim:
         """Mark a run started unless it already reached a final state (a redelivery)."""
         params = {**run.model_dump(mode="json"), "worker": worker}
-        params["input"] = json.dumps(run.input)
+        params["input"] = jsonb.dumps(run.input)
         try:
             with self._autocommit.connect() as conn:
                 if conn.execute(CLAIM, params).first() is not None:
@@ -148,7 +157,7 @@ class RunRepository:
         A cancelled run stays cancelled whatever is reported after.
         """
         latest = {o.run.id: o for o in outcomes}
-        rows = json.dumps([_outcome_row(o) for o in latest.values()])
+        rows = jsonb.dumps_rows([_outcome_row(o) for o in latest.values()], _JSON_FIELDS)
         with self._autocommit.connect() as conn:
             conn.execute(RECORD, {"rows": rows}).all()
 
@@ -218,7 +227,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _json_rows(runs: Sequence[NewRun]) -> str:
-    return json.dumps([r.model_dump(mode="json") for r in runs])
+    return jsonb.dumps_rows([r.model_dump(mode="json") for r in runs], _JSON_FIELDS)
 
 
 def _outcome_row(o: Outcome) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Built-in agents, one module per pool. Importing this package registers them."""
 
-from conveyor.tasks import default
+from conveyor.tasks import default, memory
 
-__all__ = ["default"]
+__all__ = ["default", "memory"]

@@ -167,12 +167,13 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     try:
         if invalid is not None:
             raise invalid
-        model = spec.validate_input(payload)
+        model = spec.validate_input(payload, app.validation_context)
     except InvalidInput as exc:
         record(RunStatus.REJECTED, exc=exc)
         raise
     token = _current.set(
         RunContext(
+            app=app,
             run_id=run.id,
             agent=spec.name,
             pool=spec.pool,

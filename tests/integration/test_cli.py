@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Client
+from conveyor.models.migrate import head_revision
 from tests.support.services import scratch_database
 from tests.support.workers import ROOT
 
@@ -139,7 +140,7 @@ def test_worker_refuses_an_unmigrated_database(
         upgraded = conveyor(
             {**redis_env, "CONVEYOR_DATABASE_URL": empty}, "db", "upgrade", "--json"
         )
-        assert json.loads(upgraded.stdout) == {"from": None, "to": "0001"}
+        assert json.loads(upgraded.stdout) == {"from": None, "to": head_revision()}
         current = conveyor({**redis_env, "CONVEYOR_DATABASE_URL": empty}, "db", "current", "--json")
         assert json.loads(current.stdout)["up_to_date"] is True
 

@@ -113,3 +113,20 @@ def test_up_submit_runs_and_a_clean_stop(data_dir: Path) -> None:
     assert code == 0
     assert not [pid for pid in tree if _running(pid)]
     assert not (data_dir / "embedded.json").exists()
+
+
+def test_demo_runs_pings_and_memory_on_the_embedded_default(data_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "demo", "--runs", "50", "--json"],
+        env=_clean_env(data_dir),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert (summary["runs"], summary["failures"]) == (50, 0)
+    assert summary["memory_items"] == 25
+    assert summary["memory_window_items"] >= 1
+    assert summary["memory_search_hits"] >= 1

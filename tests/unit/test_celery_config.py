@@ -56,6 +56,7 @@ def test_runs_are_observable(agents: Registry) -> None:
     config = celery_config(settings_for(), agents)
     assert config["task_track_started"] is True
     assert config["worker_send_task_events"] is True
+    assert config["worker_consumer"] == "conveyor.workers.consumer:Consumer"
 
 
 def test_urls_are_passed_through(agents: Registry) -> None:

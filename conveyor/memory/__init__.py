@@ -1,0 +1,82 @@
+"""Prompt memory: conversation turns, prompts and facts per namespace and session.
+
+Plain Python over PostgreSQL with a Redis cache of recall windows; the `memory.*` agents in
+`conveyor.tasks.memory` bind it to the memory pool, and `Client.memory` calls them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from conveyor.memory.cache import RecallCache
+from conveyor.memory.schema import (
+    ForgetRequest,
+    Forgotten,
+    Hit,
+    Item,
+    MemoryLimits,
+    NewItem,
+    RecallRequest,
+    Remembered,
+    RememberRequest,
+    RememberResult,
+    Role,
+    SearchRequest,
+    SearchResult,
+    Stats,
+    StatsRequest,
+    SweepRequest,
+    Swept,
+    Window,
+)
+from conveyor.memory.store import MemoryStore
+
+if TYPE_CHECKING:
+    from conveyor.config import Settings
+
+__all__ = [
+    "ForgetRequest",
+    "Forgotten",
+    "Hit",
+    "Item",
+    "MemoryLimits",
+    "MemoryStore",
+    "NewItem",
+    "RecallCache",
+    "RecallRequest",
+    "RememberRequest",
+    "RememberResult",
+    "Remembered",
+    "Role",
+    "SearchRequest",
+    "SearchResult",
+    "Stats",
+    "StatsRequest",
+    "SweepRequest",
+    "Swept",
+    "Window",
+    "store_for",
+]
+
+_stores: dict[tuple[int, int], MemoryStore] = {}
+_lock = threading.Lock()
+
+
+def store_for(settings: Settings) -> MemoryStore:
+    """This process's MemoryStore for `settings` (services already resolved)."""
+    from conveyor.models.db import engine_for
+
+    key = (id(settings), os.getpid())
+    with _lock:
+        store = _stores.get(key)
+        if store is None:
+            assert settings.database_url is not None
+            store = MemoryStore(
+                engine_for(settings.database_url),
+                RecallCache.from_url(settings.cache_url, settings.cache_ttl),
+                settings.memory_limits(),
+            )
+            _stores[key] = store
+        return store

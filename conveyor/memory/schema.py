@@ -1,0 +1,320 @@
+"""The memory service's pydantic models: what goes in, what comes out, and the limits."""
+
+from __future__ import annotations
+
+import enum
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from conveyor.models.jsonb import NUL
+
+MiB = 1024 * 1024
+TEN_YEARS = 10 * 365 * 86400
+
+
+class Role(enum.StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+    NOTE = "note"
+
+
+class MemoryLimits(BaseModel):
+    """Bounds on one call; set through CONVEYOR_MEMORY_* settings."""
+
+    max_content_bytes: int = MiB
+    max_batch: int = 1000
+    max_ttl_seconds: int = TEN_YEARS
+    max_window: int = 10_000
+
+    @classmethod
+    def of(cls, info: ValidationInfo) -> MemoryLimits:
+        """The limits in the validation context (the app's settings), else the defaults."""
+        settings = (info.context or {}).get("settings")
+        return settings.memory_limits() if settings is not None else _DEFAULT_LIMITS
+
+
+_DEFAULT_LIMITS = MemoryLimits()
+
+
+def _no_nul(value: str) -> str:
+    if NUL in value:
+        raise ValueError("must not contain NUL (U+0000)")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+"""A namespace or session: any text up to 200 characters, compared exactly."""
+
+
+def _check_metadata(value: Any, path: str = "metadata") -> None:
+    if isinstance(value, str) and NUL in value:
+        raise ValueError(f"{path} must not contain NUL (U+0000); JSONB cannot store it")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} must be a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_metadata(key, f"{path} key {key!r}")
+            _check_metadata(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_metadata(item, f"{path}[{i}]")
+
+
+class NewItem(BaseModel):
+    """One thing to remember."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str
+    role: Role = Role.USER
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    ttl_seconds: float | None = Field(default=None, description="expire this many seconds from now")
+
+    @field_validator("content")
+    @classmethod
+    def _content_fits(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or only whitespace")
+        limit = MemoryLimits.of(info).max_content_bytes
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise ValueError(
+                f"is {size} bytes; the limit is {limit} bytes (CONVEYOR_MEMORY_MAX_CONTENT_BYTES)"
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_metadata(value)
+        return value
+
+    @field_validator("ttl_seconds")
+    @classmethod
+    def _ttl_sane(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return None
+        limit = MemoryLimits.of(info).max_ttl_seconds
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError("must be a positive number of seconds")
+        if value > limit:
+            raise ValueError(
+                f"is {value:g}s; the limit is {limit}s (CONVEYOR_MEMORY_MAX_TTL_SECONDS)"
+            )
+        return value
+
+
+class Item(BaseModel):
+    """A stored memory item."""
+
+    id: str
+    namespace: str
+    session: str
+    seq: int
+    role: Role
+    content: str
+    metadata: dict[str, Any]
+    tokens: int
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class RememberRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: Name
+    session: Name
+    items: list[NewItem] = Field(min_length=1)
+    dedup: bool = Field(default=True, description="return an existing item for repeated content")
+
+    @field_validator("items")
+    @classmethod
+    def _batch_fits(cls, value: list[NewItem], info: ValidationInfo) -> list[NewItem]:
+        limit = MemoryLimits.of(info).max_batch
+        if len(value) > limit:
+            raise ValueError(
+                f"has {len(value)} items; the limit is {limit} (CONVEYOR_MEMORY_MAX_BATCH)"
+            )
+        return value
+
+
+class Remembered(BaseModel):
+    id: str
+    seq: int
+    deduped: bool
+
+
+class RememberResult(BaseModel):
+    namespace: str
+    session: str
+    items: list[Remembered]
+
+
+class RecallRequest(BaseModel):
+    """A session's window: the newest items that pass every given bound."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: Name
+    session: Name
+    last: int | None = Field(default=None, ge=1, description="at most this many items")
+    since: datetime | None = Field(default=None, description="items created at or after")
+    max_tokens: int | None = Field(default=None, ge=1, description="approximate token budget")
+
+    @field_validator("last")
+    @classmethod
+    def _window_fits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = MemoryLimits.of(info).max_window
+        if value is not None and value > limit:
+            raise ValueError(f"is {value}; the limit is {limit} (CONVEYOR_MEMORY_MAX_WINDOW)")
+        return value
+
+
+class Window(BaseModel):
+    """A recall: items in conversation order (oldest first), ready for a prompt."""
+
+    namespace: str
+    session: str
+    items: list[Item]
+    tokens: int
+    cached: bool = False
+
+
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
+"""A metadata value to match, compared as JSON: 1 matches 1 and 1.0, never true or "1"."""
+
+
+class Range(BaseModel):
+    """Bounds on a number, or on a time given as ISO 8601 text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gt: float | datetime | None = None
+    gte: float | datetime | None = None
+    lt: float | datetime | None = None
+    lte: float | datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Range:
+        bounds = [b for b in (self.gt, self.gte, self.lt, self.lte) if b is not None]
+        if not bounds:
+            raise ValueError("a range needs at least one of gt, gte, lt, lte")
+        if len({isinstance(b, datetime) for b in bounds}) > 1:
+            raise ValueError("a range compares numbers or times, not both")
+        return self
+
+    @property
+    def on_times(self) -> bool:
+        return any(isinstance(b, datetime) for b in (self.gt, self.gte, self.lt, self.lte))
+
+
+class OneOf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    in_: list[Scalar] = Field(alias="in", min_length=1, max_length=1000)
+
+
+Condition = Annotated[Scalar | OneOf | Range, Field(union_mode="left_to_right")]
+Where = dict[Annotated[str, Field(min_length=1, max_length=200)], Condition]
+"""Metadata filters, all of which must hold: `{"topic": "billing"}` (equals),
+`{"lang": {"in": ["en", "de"]}}`, `{"score": {"gte": 0.5}}`,
+`{"at": {"gte": "2026-01-01T00:00:00Z"}}`."""
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: Name
+    query: str = Field(min_length=1, max_length=1000)
+    session: Name | None = None
+    where: Where = Field(default_factory=dict)
+    limit: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("query")
+    @classmethod
+    def _query_has_words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or only whitespace")
+        return _no_nul(value)
+
+
+class Hit(BaseModel):
+    item: Item
+    rank: float
+
+
+class SearchResult(BaseModel):
+    namespace: str
+    hits: list[Hit]
+
+
+class ForgetRequest(BaseModel):
+    """What to delete within one namespace: ids, a session, a filter, or everything."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: Name
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    session: Name | None = None
+    where: Where | None = None
+    everything: Literal[True] | None = Field(
+        default=None, description="delete the whole namespace; must be given on its own"
+    )
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> ForgetRequest:
+        narrowing = [self.ids, self.session, self.where]
+        if self.everything and any(x is not None for x in narrowing):
+            raise ValueError("everything=true deletes the namespace; give no ids, session, where")
+        if not self.everything and all(x is None for x in narrowing):
+            raise ValueError("say what to forget: ids, session, where, or everything=true")
+        return self
+
+
+class Forgotten(BaseModel):
+    namespace: str
+    deleted: int
+
+
+class StatsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: Name
+
+
+class Stats(BaseModel):
+    namespace: str
+    sessions: int
+    items: int
+    bytes: int
+    oldest: datetime | None
+    newest: datetime | None
+
+
+class SweepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    max_batches: int = Field(default=100, ge=1, le=100_000)
+
+
+class Swept(BaseModel):
+    deleted: int
+    batches: int
