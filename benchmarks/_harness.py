@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,20 +235,34 @@ def conveyor_settings(broker: str, database: str, prefix: str, pool: str, concur
 # --- arguments and reporting ----------------------------------------------------------------
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
+def add_common_args(parser: argparse.ArgumentParser, raw_celery: bool = True) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
         "--loglevel",
         default="WARNING",
         help="worker log level, same for both sides (default WARNING)",
     )
-    parser.add_argument(
-        "--raw-reliable",
-        action="store_true",
-        help="give raw Celery conveyor's delivery settings "
-        "(acks_late, prefetch multiplier 1); default: Celery's defaults",
-    )
+    if raw_celery:
+        parser.add_argument(
+            "--raw-reliable",
+            action="store_true",
+            help="give raw Celery conveyor's delivery settings "
+            "(acks_late, prefetch multiplier 1); default: Celery's defaults",
+        )
     parser.add_argument("--keep-logs", action="store_true", help="keep worker log files")
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """Parse the arguments, run the benchmark, print its table or (--json) its JSON."""
+    args = parser.parse_args(argv)
+    result = run(args)
+    dump_json(result) if args.json else report(result)
+    return 0
 
 
 def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:

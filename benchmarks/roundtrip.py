@@ -237,10 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         help="raw_pg: seconds between result polls in get()",
     )
     h.add_common_args(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    h.dump_json(result) if args.json else report(result)
-    return 0
+    return h.run_main(parser, argv, run, report)
 
 
 if __name__ == "__main__":

@@ -334,10 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also drain raw Celery with a Redis result backend and no database (the ceiling)",
     )
     h.add_common_args(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    h.dump_json(result) if args.json else report(result)
-    return 0
+    return h.run_main(parser, argv, run, report)
 
 
 if __name__ == "__main__":

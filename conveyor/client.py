@@ -49,6 +49,7 @@ class Client:
         self._listen_lock = threading.Lock()
         self._fresh: set[str] = set()
         self._finished: dict[str, Run | None] = {}
+        self._parts: dict[str, list[str]] = {}
 
     @property
     def memory(self) -> MemoryAPI:
@@ -178,6 +179,7 @@ class Client:
                     raise ServiceUnavailable(f"database unreachable: {first}") from None
                 self._fresh.clear()
                 self._finished.clear()
+                self._parts.clear()
             return self._listener
 
     def wait_many(
@@ -236,6 +238,10 @@ class Client:
 
     def _note(self, payload: str, pending: set[str]) -> None:
         """Keep a final state this client waits for: the whole run, or just that it ended."""
+        if payload.startswith("~"):
+            payload = self._join_part(payload, pending)
+            if not payload:
+                return
         if payload.startswith(_ROW_PREFIX):
             run_id = payload[len(_ROW_PREFIX) : payload.find('"', len(_ROW_PREFIX))]
             if run_id in pending or run_id in self._fresh:
@@ -246,6 +252,23 @@ class Client:
         run_id, _, status = payload.partition(" ")
         if status in _FINAL and (run_id in pending or run_id in self._fresh):
             self._finished[run_id] = None
+
+    def _join_part(self, payload: str, pending: set[str]) -> str:
+        """Collect one part of a row sent in parts; the whole row once its last part is in.
+
+        Parts of runs nobody here waits for are skipped unread.
+        """
+        run_id, part, parts, text = payload[1:].split(" ", 3)
+        if part == "1" and (run_id in pending or run_id in self._fresh):
+            self._parts[run_id] = []
+        received = self._parts.get(run_id)
+        if received is None or len(received) != int(part) - 1:
+            self._parts.pop(run_id, None)
+            return ""
+        received.append(text)
+        if part != parts:
+            return ""
+        return "".join(self._parts.pop(run_id))
 
     def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Block until the run reaches a final state and return it."""

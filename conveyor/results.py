@@ -14,16 +14,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
+
+from conveyor.background import background_writer
 
 OVERRIDES = {alias: f"{__name__}:RedisResults" for alias in ("redis", "rediss")}
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ class RedisResults(RedisBackend):
     expires: int | None
     _MAX_STR_VALUE_SIZE: int
     _get_result_meta: Callable[..., dict[str, Any]]
-    _writer: ThreadPoolExecutor | None = None
-    _writer_pid = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -117,7 +116,7 @@ class RedisResults(RedisBackend):
                 log.warning("could not store the STARTED state of %s", task_id, exc_info=True)
 
         with self._started_lock:
-            future = self._background().submit(write)
+            future = background_writer().submit(write)
             self._started[task_id] = future
         future.add_done_callback(lambda done: self._forget_started(task_id, done))
 
@@ -132,10 +131,3 @@ class RedisResults(RedisBackend):
             future = self._started.pop(task_id, None)
         if future is not None and not future.cancel():
             future.result()
-
-    def _background(self) -> ThreadPoolExecutor:
-        """One writer thread per process, created after any fork."""
-        if self._writer is None or self._writer_pid != os.getpid():
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-started")
-            self._writer_pid = os.getpid()
-        return self._writer

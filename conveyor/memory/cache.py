@@ -19,10 +19,18 @@ from typing import Any
 
 import redis
 
+from conveyor.background import background_writer
+
 log = logging.getLogger(__name__)
 PREFIX = "conveyor:memory"
 VERSION_TTL = 86400
 RETRY_AFTER = 5.0
+LOOKUP = """
+local versions = redis.call('MGET', KEYS[1], KEYS[2])
+local key = ARGV[1] .. ':' .. (versions[1] or '0') .. '.' .. (versions[2] or '0') .. ':' .. ARGV[2]
+return {key, redis.call('GET', key)}
+"""
+"""Read both versions, build the window's key and read it: one round trip."""
 
 
 def _digest(*parts: str) -> str:
@@ -34,6 +42,7 @@ class RecallCache:
         self.client = client
         self.ttl = ttl
         self._down_until = 0.0
+        self._lookup = client.register_script(LOOKUP) if client is not None else None
 
     @classmethod
     def from_url(cls, url: str | None, ttl: float = 60.0) -> RecallCache:
@@ -55,42 +64,43 @@ class RecallCache:
         ns = _digest(namespace)
         return f"{PREFIX}:v:{ns}", f"{PREFIX}:v:{ns}:{_digest(namespace, session)}"
 
-    def key_for(self, namespace: str, session: str, params: dict[str, Any]) -> str | None:
-        """The cache key of a window under the current versions; None if the cache is off."""
-        if not self.enabled:
-            return None
-        assert self.client is not None
-        try:
-            ns_version, session_version = self.client.mget(self._version_keys(namespace, session))
-        except redis.RedisError as exc:
-            self._failed("read versions", exc)
-            return None
-        shape = json.dumps(params, sort_keys=True, default=str)
-        versions = f"{_v(ns_version)}.{_v(session_version)}"
-        return f"{PREFIX}:w:{_digest(namespace, session)}:{versions}:{_digest(shape)}"
+    def lookup(
+        self, namespace: str, session: str, params: dict[str, Any]
+    ) -> tuple[str | None, Any]:
+        """The window's key under the current versions and its cached value (or None).
 
-    def get(self, key: str | None) -> Any:
-        if key is None or not self.enabled:
-            return None
-        assert self.client is not None
+        The key is None when the cache is off; pass it to `put` after a miss.
+        """
+        if not self.enabled or self._lookup is None:
+            return None, None
+        shape = _digest(json.dumps(params, sort_keys=True, default=str))
         try:
-            raw = self.client.get(key)
+            key, raw = self._lookup(
+                keys=self._version_keys(namespace, session),
+                args=[f"{PREFIX}:w:{_digest(namespace, session)}", shape],
+            )
         except redis.RedisError as exc:
-            self._failed("get", exc)
-            return None
-        return json.loads(raw) if raw else None
+            self._failed("lookup", exc)
+            return None, None
+        return key.decode(), json.loads(raw) if raw else None
 
     def put(self, key: str | None, value: Any, first_expiry: datetime | None) -> None:
+        """Cache a window in the background: the caller does not wait for Redis.
+
+        A late write is harmless: its key holds the versions it was read under.
+        """
         if key is None or not self.enabled:
             return
-        assert self.client is not None
         ttl = self.ttl
         if first_expiry is not None:
             ttl = min(ttl, first_expiry.timestamp() - time.time())
-        if ttl < 0.001:
-            return
+        if ttl >= 0.001:
+            background_writer().submit(self._set, key, json.dumps(value), int(ttl * 1000))
+
+    def _set(self, key: str, value: str, ttl_ms: int) -> None:
+        assert self.client is not None
         try:
-            self.client.set(key, json.dumps(value), px=int(ttl * 1000))
+            self.client.set(key, value, px=ttl_ms)
         except redis.RedisError as exc:
             self._failed("put", exc)
 
@@ -108,7 +118,3 @@ class RecallCache:
                 pipe.incr(key).expire(key, VERSION_TTL).execute()
         except redis.RedisError as exc:
             self._failed("invalidate", exc)
-
-
-def _v(value: bytes | None) -> str:
-    return value.decode() if value else "0"

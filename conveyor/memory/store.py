@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, or_, select, text, update
+from sqlalchemy import Engine, Integer, Select, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from conveyor.memory.cache import RecallCache
@@ -28,6 +28,7 @@ from conveyor.memory.schema import (
     Remembered,
     RememberRequest,
     RememberResult,
+    Role,
     SearchRequest,
     SearchResult,
     Stats,
@@ -47,13 +48,44 @@ _COPY = (
 _item_columns = [c for c in MemoryItem.__table__.columns if c.name != "search"]
 
 
+def _recall_statement() -> Select[Any]:
+    """One statement for every recall, built once: the bounds are parameters, a bound left
+    out (NULL) does not restrict."""
+    since = bindparam("since", type_=MemoryItem.created_at.type)
+    budget = bindparam("max_tokens", type_=Integer)
+    newest = (
+        select(
+            *_item_columns,
+            func.sum(MemoryItem.tokens).over(order_by=MemoryItem.seq.desc()).label("running"),
+        )
+        .where(
+            MemoryItem.namespace == bindparam("namespace"),
+            MemoryItem.session == bindparam("session"),
+            _live,
+            or_(since.is_(None), MemoryItem.created_at >= since),
+        )
+        .order_by(MemoryItem.seq.desc())
+        .limit(bindparam("last", type_=Integer))
+        .subquery()
+    )
+    return (
+        select(newest)
+        .where(or_(budget.is_(None), newest.c.running <= budget))
+        .order_by(newest.c.seq)
+    )
+
+
+_RECALL = _recall_statement()
+
+
 def _item(row: Any) -> Item:
-    return Item(
+    """An Item from a row, unvalidated: the database's constraints already hold."""
+    return Item.model_construct(
         id=str(row.id),
         namespace=row.namespace,
         session=row.session,
         seq=row.seq,
-        role=row.role,
+        role=Role(row.role),
         content=unescape_nul(row.content, row.escaped),
         metadata=row._mapping["metadata"],
         tokens=row.tokens,
@@ -70,6 +102,7 @@ class MemoryStore:
         limits: MemoryLimits | None = None,
     ) -> None:
         self.engine = engine
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.cache = cache or RecallCache(None)
         self.limits = limits or MemoryLimits()
 
@@ -156,31 +189,18 @@ class MemoryStore:
     def recall(self, request: RecallRequest) -> Window:
         """The newest items within every bound, returned oldest first."""
         params = request.model_dump(mode="json", exclude={"namespace", "session"})
-        key = self.cache.key_for(request.namespace, request.session, params)
-        cached = self.cache.get(key)
+        key, cached = self.cache.lookup(request.namespace, request.session, params)
         if cached is not None:
             return Window.model_validate({**cached, "cached": True})
-        newest = (
-            select(
-                *_item_columns,
-                func.sum(MemoryItem.tokens).over(order_by=MemoryItem.seq.desc()).label("running"),
-            )
-            .where(
-                MemoryItem.namespace == request.namespace,
-                MemoryItem.session == request.session,
-                _live,
-            )
-            .order_by(MemoryItem.seq.desc())
-            .limit(request.last or self.limits.max_window)
-        )
-        if request.since is not None:
-            newest = newest.where(MemoryItem.created_at >= request.since)
-        window = newest.subquery()
-        query = select(window).order_by(window.c.seq)
-        if request.max_tokens is not None:
-            query = query.where(window.c.running <= request.max_tokens)
-        with self.engine.connect() as conn:
-            items = [_item(row) for row in conn.execute(query)]
+        bounds = {
+            "namespace": request.namespace,
+            "session": request.session,
+            "last": request.last or self.limits.max_window,
+            "since": request.since,
+            "max_tokens": request.max_tokens,
+        }
+        with self._reads.connect() as conn:
+            items = [_item(row) for row in conn.execute(_RECALL, bounds)]
         result = Window(
             namespace=request.namespace,
             session=request.session,
@@ -208,7 +228,7 @@ class MemoryStore:
         )
         if request.session is not None:
             statement = statement.where(MemoryItem.session == request.session)
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             hits = [Hit(item=_item(row), rank=row.rank) for row in conn.execute(statement)]
         return SearchResult(namespace=request.namespace, hits=hits)
 
@@ -242,7 +262,7 @@ class MemoryStore:
             func.min(MemoryItem.created_at),
             func.max(MemoryItem.created_at),
         ).where(MemoryItem.namespace == request.namespace, _live)
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             sessions, items, size, oldest, newest = conn.execute(statement).one()
         return Stats(
             namespace=request.namespace,

@@ -13,8 +13,15 @@ from conveyor.models.runs import FINAL_STATUSES
 
 NOTIFY_CHANNEL = "conveyor_runs"
 NOTIFY_ROW_LIMIT = 7000
-"""A finished row up to this size travels whole in its notification (PostgreSQL's limit is
-8000 bytes), so a waiting client need not read it back; a larger one sends "id status"."""
+"""A finished row up to this many bytes travels whole in one notification (PostgreSQL's
+limit is 8000 bytes), so a waiting client need not read it back."""
+NOTIFY_CHUNK_CHARS = 1900
+"""A larger row travels in parts of this many characters (at most 7600 bytes of UTF-8),
+each sent as "~<id> <part> <parts> <text>"; notifications of one transaction arrive
+together and in order, and the client joins them."""
+NOTIFY_MAX_CHUNKS = 8
+"""Beyond this many parts (15,200 characters) a row sends "<id> <status>" and the client
+reads it back: cutting parts costs the server more than one read past this size."""
 FINAL = "(" + ", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)) + ")"
 
 _RECORDSET = """jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
@@ -63,10 +70,21 @@ WITH written AS (
         started_at = coalesce(a.started_at, excluded.started_at), updated_at = now()
     WHERE a.status <> 'cancelled'
     RETURNING a.*
-), payloads AS (
+), rows AS MATERIALIZED (
     SELECT id, status, row_to_json(written)::text AS full_row FROM written
+), sized AS MATERIALIZED (
+    SELECT *, CASE
+        WHEN octet_length(full_row) <= {NOTIFY_ROW_LIMIT} THEN 0
+        ELSE ceil(char_length(full_row) / {NOTIFY_CHUNK_CHARS}.0)::int
+    END AS parts
+    FROM rows
 )
-SELECT pg_notify('{NOTIFY_CHANNEL}', CASE WHEN octet_length(full_row) <= {NOTIFY_ROW_LIMIT}
-                                          THEN full_row ELSE id || ' ' || status END)
-FROM payloads
+SELECT pg_notify('{NOTIFY_CHANNEL}', CASE
+    WHEN parts = 0 THEN full_row
+    WHEN parts > {NOTIFY_MAX_CHUNKS} THEN id || ' ' || status
+    ELSE format('~%s %s %s %s', id, part, parts,
+                substr(full_row, (part - 1) * {NOTIFY_CHUNK_CHARS} + 1, {NOTIFY_CHUNK_CHARS}))
+END)
+FROM sized, generate_series(1, CASE WHEN parts BETWEEN 1 AND {NOTIFY_MAX_CHUNKS}
+                                    THEN parts ELSE 1 END) AS part
 """)

@@ -66,11 +66,11 @@ def test_recall_by_time_and_by_token_budget(client: Client, ns: str) -> None:
 def test_recall_is_cached_and_writes_and_forgets_invalidate_it(client: Client, ns: str) -> None:
     client.memory.remember(ns, "hot", "one")
     assert not client.memory.recall(ns, "hot").cached
-    assert client.memory.recall(ns, "hot").cached
+    wait_until(lambda: client.memory.recall(ns, "hot").cached, 10, "a cached window")
     client.memory.remember(ns, "hot", "two")
     fresh = client.memory.recall(ns, "hot")
     assert not fresh.cached and [i.content for i in fresh.items] == ["one", "two"]
-    assert client.memory.recall(ns, "hot").cached
+    wait_until(lambda: client.memory.recall(ns, "hot").cached, 10, "the new window cached")
     client.memory.forget(ns, ids=[fresh.items[0].id])
     after = client.memory.recall(ns, "hot")
     assert not after.cached and [i.content for i in after.items] == ["two"]

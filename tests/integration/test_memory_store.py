@@ -17,6 +17,7 @@ from conveyor.memory import (
     SweepRequest,
 )
 from conveyor.models.db import engine_for
+from tests.support.waiting import wait_until
 
 
 def _url(database_url: str) -> str:
@@ -51,7 +52,7 @@ def test_cache_hits_and_is_invalidated_across_stores(
     _remember(writer, ns, "s", "one")
     request = RecallRequest(namespace=ns, session="s")
     assert not reader.recall(request).cached
-    assert reader.recall(request).cached
+    wait_until(lambda: reader.recall(request).cached, 10, "a cached window")
     _remember(writer, ns, "s", "two")
     assert [i.content for i in reader.recall(request).items] == ["one", "two"]
 

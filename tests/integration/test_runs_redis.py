@@ -133,10 +133,18 @@ def test_fan_out_then_fan_in(client: Client) -> None:
     assert client.result(run_id, timeout=30) == sum(i + 1 for i in range(5))
 
 
-def test_output_too_large_for_a_notification_is_read_back(client: Client) -> None:
-    run = client.wait(client.submit("tests.big", {"size": 20_000}), timeout=30)
+@pytest.mark.parametrize("size", [5_000, 20_000])
+def test_large_outputs_arrive_in_parts_or_are_read_back(
+    client: Client, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_back: set[str] = set()
+    original = client.runs.get_many
+    monkeypatch.setattr(client.runs, "get_many", lambda ids: read_back.update(ids) or original(ids))
+    run_id = client.submit("tests.big", {"size": size})
+    run = client.wait(run_id, timeout=30)
     assert run.status is RunStatus.SUCCEEDED
-    assert run.output == "x" * 20_000
+    assert run.output == "é" * size
+    assert (run_id in read_back) == (size > 15_000)
 
 
 def test_concurrent_runs_on_a_threads_pool_are_all_recorded(client: Client) -> None:

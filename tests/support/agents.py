@@ -101,4 +101,4 @@ def stubborn(seconds: float) -> float:
 @agent(name="tests.big", idempotent=True)
 def big(size: int) -> str:
     """An output too large to travel inside a notification."""
-    return "x" * size
+    return "é" * size
