@@ -24,6 +24,7 @@ from conveyor.workers.execution import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KE
 
 if TYPE_CHECKING:
     from conveyor.memory.api import MemoryAPI
+    from conveyor.vector.api import VectorAPI
 
 _FINAL = {s.value for s in FINAL_STATUSES}
 _ROW_PREFIX = '{"id":"'
@@ -57,6 +58,13 @@ class Client:
         from conveyor.memory.api import MemoryAPI
 
         return MemoryAPI(self)
+
+    @property
+    def vector(self) -> VectorAPI:
+        """Vector search: collections, upsert, delete, search (see conveyor.vector)."""
+        from conveyor.vector.api import VectorAPI
+
+        return VectorAPI(self)
 
     def close(self) -> None:
         if self._listener is not None:

@@ -6,8 +6,6 @@ Plain Python over PostgreSQL with a Redis cache of recall windows; the `memory.*
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import TYPE_CHECKING
 
 from conveyor.memory.cache import RecallCache
@@ -60,23 +58,18 @@ __all__ = [
     "store_for",
 ]
 
-_stores: dict[tuple[int, int], MemoryStore] = {}
-_lock = threading.Lock()
-
 
 def store_for(settings: Settings) -> MemoryStore:
     """This process's MemoryStore for `settings` (services already resolved)."""
     from conveyor.models.db import engine_for
+    from conveyor.services import cache_client, per_process
 
-    key = (id(settings), os.getpid())
-    with _lock:
-        store = _stores.get(key)
-        if store is None:
-            assert settings.database_url is not None
-            store = MemoryStore(
-                engine_for(settings.database_url),
-                RecallCache.from_url(settings.cache_url, settings.cache_ttl),
-                settings.memory_limits(),
-            )
-            _stores[key] = store
-        return store
+    def build() -> MemoryStore:
+        assert settings.database_url is not None
+        return MemoryStore(
+            engine_for(settings.database_url),
+            RecallCache(cache_client(settings.cache_url), settings.cache_ttl),
+            settings.memory_limits(),
+        )
+
+    return per_process("memory", settings, build)

@@ -47,10 +47,9 @@ class RecallCache:
     @classmethod
     def from_url(cls, url: str | None, ttl: float = 60.0) -> RecallCache:
         """A cache on `url` (redis://, rediss://, redis+socket://), or a disabled one."""
-        if not url:
-            return cls(None, ttl)
-        url = url.replace("redis+socket://", "unix://", 1)
-        return cls(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5), ttl)
+        from conveyor.services import cache_client
+
+        return cls(cache_client(url), ttl)
 
     @property
     def enabled(self) -> bool:

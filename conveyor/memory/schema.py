@@ -12,16 +12,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from conveyor.models.jsonb import NUL
+from conveyor.filters import Where
+from conveyor.models.jsonb import NUL, reject_nul
 
 MiB = 1024 * 1024
 TEN_YEARS = 10 * 365 * 86400
@@ -53,13 +50,7 @@ class MemoryLimits(BaseModel):
 _DEFAULT_LIMITS = MemoryLimits()
 
 
-def _no_nul(value: str) -> str:
-    if NUL in value:
-        raise ValueError("must not contain NUL (U+0000)")
-    return value
-
-
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(reject_nul)]
 """A namespace or session: any text up to 200 characters, compared exactly."""
 
 
@@ -197,47 +188,6 @@ class Window(BaseModel):
     cached: bool = False
 
 
-Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
-"""A metadata value to match, compared as JSON: 1 matches 1 and 1.0, never true or "1"."""
-
-
-class Range(BaseModel):
-    """Bounds on a number, or on a time given as ISO 8601 text."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    gt: float | datetime | None = None
-    gte: float | datetime | None = None
-    lt: float | datetime | None = None
-    lte: float | datetime | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Range:
-        bounds = [b for b in (self.gt, self.gte, self.lt, self.lte) if b is not None]
-        if not bounds:
-            raise ValueError("a range needs at least one of gt, gte, lt, lte")
-        if len({isinstance(b, datetime) for b in bounds}) > 1:
-            raise ValueError("a range compares numbers or times, not both")
-        return self
-
-    @property
-    def on_times(self) -> bool:
-        return any(isinstance(b, datetime) for b in (self.gt, self.gte, self.lt, self.lte))
-
-
-class OneOf(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    in_: list[Scalar] = Field(alias="in", min_length=1, max_length=1000)
-
-
-Condition = Annotated[Scalar | OneOf | Range, Field(union_mode="left_to_right")]
-Where = dict[Annotated[str, Field(min_length=1, max_length=200)], Condition]
-"""Metadata filters, all of which must hold: `{"topic": "billing"}` (equals),
-`{"lang": {"in": ["en", "de"]}}`, `{"score": {"gte": 0.5}}`,
-`{"at": {"gte": "2026-01-01T00:00:00Z"}}`."""
-
-
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -252,7 +202,7 @@ class SearchRequest(BaseModel):
     def _query_has_words(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty or only whitespace")
-        return _no_nul(value)
+        return reject_nul(value)
 
 
 class Hit(BaseModel):

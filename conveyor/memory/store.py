@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Engine, Integer, Select, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from conveyor.filters import where_clause
 from conveyor.memory.cache import RecallCache
-from conveyor.memory.filters import where_clause
 from conveyor.memory.schema import (
     ForgetRequest,
     Forgotten,
@@ -221,7 +221,7 @@ class MemoryStore:
                 MemoryItem.namespace == request.namespace,
                 MemoryItem.search.op("@@")(query),
                 _live,
-                where_clause(request.where),
+                where_clause(request.where, MemoryItem.meta),
             )
             .order_by(rank.desc(), MemoryItem.created_at.desc(), MemoryItem.seq.desc())
             .limit(request.limit)
@@ -241,7 +241,7 @@ class MemoryStore:
         if request.session is not None:
             statement = statement.where(MemoryItem.session == request.session)
         if request.where is not None:
-            statement = statement.where(where_clause(request.where))
+            statement = statement.where(where_clause(request.where, MemoryItem.meta))
         with self.engine.begin() as conn:
             deleted = conn.execute(statement).rowcount
             sessions = delete(MemorySession).where(MemorySession.namespace == ns)

@@ -15,6 +15,13 @@ MARKER = "$conveyor:nul"
 _ESCAPED_NUL = "\\u0000"
 
 
+def reject_nul(value: str) -> str:
+    """`value`, or ValueError if it holds NUL (for names and keys that must be exact)."""
+    if NUL in value:
+        raise ValueError("must not contain NUL (U+0000)")
+    return value
+
+
 def escape_nul(value: str) -> str:
     """`value` without NUL, reversibly: backslashes doubled, each NUL written as \\0."""
     return value.replace("\\", "\\\\").replace(NUL, "\\0")

@@ -190,6 +190,9 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         output = spec.dump_output(result)
     except Retry:
         raise
+    except InvalidInput as exc:
+        record(RunStatus.REJECTED, exc=exc)
+        raise
     except spec.retry_on as exc:
         if req.retries >= spec.retries:
             record(RunStatus.FAILED, exc=exc)

@@ -1,0 +1,42 @@
+"""Service objects built once per process from the settings: caches, memory, vector."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import redis
+
+if TYPE_CHECKING:
+    from conveyor.config import Settings
+
+T = TypeVar("T")
+_built: dict[tuple[str, int, int], tuple[Settings, Any]] = {}
+_lock = threading.Lock()
+
+
+def per_process(kind: str, settings: Settings, build: Callable[[], T]) -> T:
+    """The `kind` object for these settings in this process; a forked child builds its own.
+
+    The settings are kept alongside, so their id is never reused for other settings.
+    """
+    key = (kind, id(settings), os.getpid())
+    with _lock:
+        found = _built.get(key)
+        if found is None:
+            found = (settings, build())
+            _built[key] = found
+        return cast(T, found[1])
+
+
+def cache_client(url: str | None) -> redis.Redis[bytes] | None:
+    """A Redis client for caches on `url` (redis://, rediss://, redis+socket://), or None.
+
+    Short timeouts: a cache that does not answer quickly is treated as absent.
+    """
+    if not url:
+        return None
+    url = url.replace("redis+socket://", "unix://", 1)
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)

@@ -1,0 +1,74 @@
+"""Vector search: collections of embeddings in faiss replicas, PostgreSQL as the truth.
+
+Plain Python (`VectorService`, `VectorStore`, `Replica`, embedders); the `vector.*` agents in
+`conveyor.tasks.vector` bind it to the vector pool, and `Client.vector` calls them. Nothing
+here imports faiss until a replica is first built, which in a worker is after the fork.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from conveyor.vector.embedders import Embedder, HashingEmbedder, get_embedder
+from conveyor.vector.schema import (
+    Collection,
+    CreateCollection,
+    Delete,
+    Deleted,
+    DropCollection,
+    Dropped,
+    Match,
+    NewVector,
+    Query,
+    Search,
+    SearchResult,
+    Stats,
+    StatsRequest,
+    Upsert,
+    Upserted,
+)
+from conveyor.vector.service import EmbeddingCache, VectorService
+from conveyor.vector.store import VectorStore
+
+if TYPE_CHECKING:
+    from conveyor.config import Settings
+
+__all__ = [
+    "Collection",
+    "CreateCollection",
+    "Delete",
+    "Deleted",
+    "DropCollection",
+    "Dropped",
+    "Embedder",
+    "EmbeddingCache",
+    "HashingEmbedder",
+    "Match",
+    "NewVector",
+    "Query",
+    "Search",
+    "SearchResult",
+    "Stats",
+    "StatsRequest",
+    "Upsert",
+    "Upserted",
+    "VectorService",
+    "VectorStore",
+    "get_embedder",
+    "service_for",
+]
+
+
+def service_for(settings: Settings) -> VectorService:
+    """This process's VectorService for `settings` (services already resolved)."""
+    from conveyor.models.db import engine_for
+    from conveyor.services import cache_client, per_process
+
+    def build() -> VectorService:
+        assert settings.database_url is not None
+        return VectorService(
+            VectorStore(engine_for(settings.database_url)),
+            EmbeddingCache(cache_client(settings.cache_url)),
+        )
+
+    return per_process("vector", settings, build)

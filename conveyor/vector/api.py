@@ -1,0 +1,115 @@
+"""`Client.vector`: the vector agents as Python calls (submit, then wait for the result)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+from conveyor.vector.schema import (
+    Collection,
+    Deleted,
+    Dropped,
+    SearchResult,
+    Stats,
+    Upserted,
+)
+
+if TYPE_CHECKING:
+    from conveyor.client import Client
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _query(query: str | Sequence[float]) -> dict[str, Any]:
+    return {"text": query} if isinstance(query, str) else {"vector": list(query)}
+
+
+class VectorAPI:
+    """Each method runs its `vector.*` agent and returns the typed result; `upsert_async` and
+    `search_async` return the run id at once."""
+
+    def __init__(self, client: Client, timeout: float | None = 120.0) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    def _run(self, agent: str, payload: dict[str, Any], model: type[M]) -> M:
+        run_id = self.client.submit(agent, payload)
+        return model.model_validate(self.client.result(run_id, timeout=self.timeout))
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        embedder: str = "hashing",
+        dim: int | None = None,
+        metric: str = "cosine",
+        index: str = "auto",
+        exist_ok: bool = False,
+    ) -> Collection:
+        """A collection; `dim` defaults to the embedder's, `index` is auto|flat|hnsw|ivf."""
+        payload = {
+            "name": name,
+            "embedder": embedder,
+            "dim": dim,
+            "metric": metric,
+            "index": index,
+            "exist_ok": exist_ok,
+        }
+        return self._run("vector.create_collection", payload, Collection)
+
+    def drop_collection(self, name: str, *, missing_ok: bool = False) -> Dropped:
+        payload = {"name": name, "missing_ok": missing_ok}
+        return self._run("vector.drop_collection", payload, Dropped)
+
+    def upsert_async(self, collection: str, items: list[dict[str, Any]]) -> str:
+        return self.client.submit("vector.upsert", {"collection": collection, "items": items})
+
+    def upsert(self, collection: str, items: list[dict[str, Any]]) -> Upserted:
+        """Write items `{"id", "vector" and/or "text", "metadata"}`, all or none."""
+        run_id = self.upsert_async(collection, items)
+        return Upserted.model_validate(self.client.result(run_id, timeout=self.timeout))
+
+    def delete(self, collection: str, ids: list[str]) -> Deleted:
+        return self._run("vector.delete", {"collection": collection, "ids": ids}, Deleted)
+
+    def search_async(
+        self,
+        collection: str,
+        queries: Sequence[str | Sequence[float]],
+        *,
+        k: int = 10,
+        where: dict[str, Any] | None = None,
+        min_seq: int | None = None,
+        with_vectors: bool = False,
+    ) -> str:
+        payload: dict[str, Any] = {
+            "collection": collection,
+            "queries": [_query(q) for q in queries],
+            "k": k,
+            "where": where or {},
+            "with_vectors": with_vectors,
+        }
+        if min_seq is not None:
+            payload["min_seq"] = min_seq
+        return self.client.submit("vector.search", payload)
+
+    def search(
+        self,
+        collection: str,
+        queries: Sequence[str | Sequence[float]],
+        *,
+        k: int = 10,
+        where: dict[str, Any] | None = None,
+        min_seq: int | None = None,
+        with_vectors: bool = False,
+    ) -> SearchResult:
+        """k best matches per query (a text or a vector); `min_seq` reads your writes."""
+        run_id = self.search_async(
+            collection, queries, k=k, where=where, min_seq=min_seq, with_vectors=with_vectors
+        )
+        return SearchResult.model_validate(self.client.result(run_id, timeout=self.timeout))
+
+    def stats(self, collection: str) -> Stats:
+        return self._run("vector.stats", {"collection": collection}, Stats)

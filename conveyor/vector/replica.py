@@ -1,0 +1,202 @@
+"""A worker's in-memory faiss replica of one collection, kept in step with PostgreSQL.
+
+Labels are the rows' seqs, so a row rewritten by an upsert or a delete gets a new label and
+the old one is retired: removed at once from a flat index, and for HNSW and IVF (which cannot
+remove cheaply) hidden by an IDSelector until the index is rebuilt, which happens once
+retired labels reach a fifth of it. faiss is imported here and only here, after any fork.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from conveyor.vector.embedders import Vectors
+from conveyor.vector.store import Change
+
+AUTO_HNSW_FROM = 20_000
+"""`auto` collections use an exact (flat) index below this many vectors, HNSW from it."""
+EXACT_BELOW = 4096
+"""A filter matching fewer items than this is answered by exact search over just those."""
+IVF_MIN_TRAIN = 1024
+"""An `ivf` collection stays exact until it has this many vectors to train on."""
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+COMPACT_RATIO = 0.2
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+class Replica:
+    """The vectors of one collection at one generation, up to `applied` seq."""
+
+    def __init__(self, generation: str, dim: int, metric: str, kind: str) -> None:
+        self.generation, self.dim, self.metric, self.kind = generation, dim, metric, kind
+        self.applied = 0
+        self.lock = threading.Lock()
+        self.labels: dict[str, int] = {}
+        self.ids: dict[int, str] = {}
+        self.retired: set[int] = set()
+        self.built = "flat"
+        self.index: Any = self._new_index("flat", 0)
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+    def _wanted_kind(self, count: int) -> str:
+        if self.kind == "auto":
+            return "hnsw" if count >= AUTO_HNSW_FROM else "flat"
+        if self.kind == "ivf" and count < IVF_MIN_TRAIN:
+            return "flat"
+        return self.kind
+
+    def _faiss_metric(self) -> int:
+        faiss = _faiss()
+        return int(faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+
+    def _new_index(self, kind: str, count: int, train: Vectors | None = None) -> Any:
+        faiss = _faiss()
+        metric = self._faiss_metric()
+        if kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(self.dim, HNSW_M, metric)
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        elif kind == "ivf":
+            nlist = max(1, int(np.sqrt(count)))
+            quantizer = faiss.IndexFlat(self.dim, metric)
+            inner = faiss.IndexIVFFlat(quantizer, self.dim, nlist, metric)
+            inner.train(train)
+            inner.nprobe = max(1, nlist // 8)
+            inner.make_direct_map()
+        else:
+            inner = faiss.IndexFlat(self.dim, metric)
+        return faiss.IndexIDMap2(inner)
+
+    def _prepare(self, vectors: Vectors) -> Vectors:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.metric == "cosine":
+            vectors = vectors.copy()
+            _faiss().normalize_L2(vectors)
+        return vectors
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Apply rows newer than `applied`, in seq order."""
+        fresh_labels: list[int] = []
+        fresh: list[bytes] = []
+        gone: list[int] = []
+        for change in changes:
+            old = self.labels.pop(change.id, None)
+            if old is not None:
+                gone.append(old)
+                self.ids.pop(old, None)
+            if change.vector is not None:
+                self.labels[change.id] = change.seq
+                self.ids[change.seq] = change.id
+                fresh_labels.append(change.seq)
+                fresh.append(change.vector)
+            self.applied = max(self.applied, change.seq)
+        self._retire(gone)
+        if fresh:
+            vectors = np.frombuffer(b"".join(fresh), dtype="<f4").reshape(len(fresh), self.dim)
+            self.index.add_with_ids(self._prepare(vectors), np.asarray(fresh_labels, np.int64))
+        if self._wanted_kind(self.size) != self.built or len(self.retired) > COMPACT_RATIO * max(
+            1, self.index.ntotal
+        ):
+            self.rebuild()
+
+    def _retire(self, labels: list[int]) -> None:
+        if not labels:
+            return
+        if self.built == "flat":
+            self.index.remove_ids(np.asarray(labels, dtype=np.int64))
+        else:
+            self.retired.update(labels)
+
+    def live_vectors(self, labels: Sequence[int]) -> Vectors:
+        """The stored (prepared) vectors of these labels."""
+        if not labels:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.vstack([self.index.reconstruct(int(label)) for label in labels])
+
+    def rebuild(self) -> None:
+        """A fresh index of the live vectors, of the kind their number calls for."""
+        labels = sorted(self.ids)
+        vectors = self.live_vectors(labels)
+        kind = self._wanted_kind(len(labels))
+        index = self._new_index(kind, len(labels), vectors if kind == "ivf" else None)
+        if labels:
+            index.add_with_ids(vectors, np.asarray(labels, dtype=np.int64))
+        self.index, self.built, self.retired = index, kind, set()
+
+    def search(
+        self, queries: Vectors, k: int, allowed: Sequence[int] | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """The k best (label, score) per query; score is higher-better for every metric."""
+        queries = self._prepare(queries)
+        if allowed is not None:
+            present = [label for label in allowed if label in self.ids]
+            if self.built == "flat" or len(present) < EXACT_BELOW:
+                return self._exact(queries, k, present)
+            found = self._indexed(queries, k, present)
+            if all(len(row) >= min(k, len(present)) for row in found):
+                return found
+            return self._exact(queries, k, present)
+        return self._indexed(queries, k, None)
+
+    def _indexed(
+        self, queries: Vectors, k: int, allowed: Sequence[int] | None
+    ) -> list[list[tuple[int, float]]]:
+        faiss = _faiss()
+        selector = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        elif self.retired:
+            retired = faiss.IDSelectorBatch(np.asarray(sorted(self.retired), dtype=np.int64))
+            selector = faiss.IDSelectorNot(retired)
+        if self.built == "hnsw":
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(64, 4 * k))
+        elif self.built == "ivf":
+            nlist = faiss.extract_index_ivf(self.index.index).nlist
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, nlist // 8))
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        distances, labels = self.index.search(queries, k, params=params)
+        return [self._row(d, lab) for d, lab in zip(distances, labels, strict=True)]
+
+    def _exact(
+        self, queries: Vectors, k: int, labels: Sequence[int]
+    ) -> list[list[tuple[int, float]]]:
+        if not labels:
+            return [[] for _ in range(len(queries))]
+        vectors = self.live_vectors(labels)
+        if self.metric == "l2":
+            scores = -(
+                (queries**2).sum(1)[:, None] - 2 * queries @ vectors.T + (vectors**2).sum(1)[None]
+            )
+        else:
+            scores = queries @ vectors.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        label_array = np.asarray(labels, dtype=np.int64)
+        return [
+            [(int(label_array[j]), float(scores[i, j])) for j in row] for i, row in enumerate(top)
+        ]
+
+    def _row(self, distances: Any, labels: Any) -> list[tuple[int, float]]:
+        sign = -1.0 if self.metric == "l2" else 1.0
+        return [
+            (int(label), sign * float(d))
+            for d, label in zip(distances, labels, strict=True)
+            if label >= 0
+        ]
+
+
+def set_faiss_threads(count: int) -> None:
+    """Give faiss (OpenMP) this many threads in this process."""
+    _faiss().omp_set_num_threads(max(1, count))

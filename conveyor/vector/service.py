@@ -1,0 +1,238 @@
+"""VectorService: the vector agents' logic over VectorStore, replicas and embedders.
+
+Plain Python with no Celery in it; `conveyor.tasks.vector` binds it to the vector pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import redis
+
+from conveyor.errors import ConveyorError, InvalidInput, TransientError
+from conveyor.vector.embedders import Embedder, Vectors, get_embedder
+from conveyor.vector.replica import Replica
+from conveyor.vector.schema import (
+    Collection,
+    CreateCollection,
+    Delete,
+    Deleted,
+    DropCollection,
+    Dropped,
+    Match,
+    Search,
+    SearchResult,
+    Stats,
+    StatsRequest,
+    Upsert,
+    Upserted,
+)
+from conveyor.vector.store import VectorStore
+
+log = logging.getLogger(__name__)
+EMBEDDING_TTL = 7 * 86400
+
+
+class EmbeddingCache:
+    """Embeddings in Redis, keyed by embedder, version and text hash; errors mean a miss."""
+
+    def __init__(self, client: redis.Redis[bytes] | None) -> None:
+        self.client = client
+
+    @staticmethod
+    def _key(embedder: Embedder, text: str) -> str:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"conveyor:emb:{embedder.name}:{embedder.version}:{digest}"
+
+    def embed(self, embedder: Embedder, texts: Sequence[str]) -> Vectors:
+        """Embed texts, reading and filling the cache."""
+        out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+        keys = [self._key(embedder, t) for t in texts]
+        cached: list[bytes | None] = [None] * len(texts)
+        if self.client is not None:
+            try:
+                cached = self.client.mget(keys)
+            except redis.RedisError as exc:
+                log.warning("embedding cache unavailable: %s", exc)
+        missing = [i for i, raw in enumerate(cached) if raw is None]
+        for i, raw in enumerate(cached):
+            if raw is not None:
+                out[i] = np.frombuffer(raw, dtype="<f4")
+        if missing:
+            out[missing] = embedder.embed([texts[i] for i in missing])
+            if self.client is not None:
+                try:
+                    with self.client.pipeline(transaction=False) as pipe:
+                        for i in missing:
+                            pipe.set(keys[i], out[i].astype("<f4").tobytes(), ex=EMBEDDING_TTL)
+                        pipe.execute()
+                except redis.RedisError as exc:
+                    log.warning("embedding cache unavailable: %s", exc)
+        return out
+
+
+def _invalid(op: str, loc: tuple[Any, ...], msg: str) -> InvalidInput:
+    return InvalidInput(op, [{"loc": loc, "msg": msg}])
+
+
+class VectorService:
+    def __init__(self, store: VectorStore, cache: EmbeddingCache | None = None) -> None:
+        self.store = store
+        self.cache = cache or EmbeddingCache(None)
+        self._replicas: dict[str, Replica] = {}
+        self._lock = threading.Lock()
+
+    def _embedder(self, op: str, name: str) -> Embedder:
+        try:
+            return get_embedder(name)
+        except ConveyorError as exc:
+            raise _invalid(op, ("embedder",), str(exc)) from None
+
+    def create_collection(self, request: CreateCollection) -> Collection:
+        embedder = self._embedder("vector.create_collection", request.embedder)
+        return self.store.create(request, request.dim or embedder.dim)
+
+    def drop_collection(self, request: DropCollection) -> Dropped:
+        dropped = self.store.drop(request.name)
+        if not dropped and not request.missing_ok:
+            raise _invalid(
+                "vector.drop_collection", ("name",), f"unknown collection {request.name!r}"
+            )
+        with self._lock:
+            self._replicas.pop(request.name, None)
+        return Dropped(name=request.name, dropped=dropped)
+
+    def _vectors(
+        self, op: str, field: str, collection: Collection, vectors: list[Any], texts: list[Any]
+    ) -> Vectors:
+        """Given vectors checked against the dim, and the texts without one embedded."""
+        out = np.zeros((len(vectors), collection.dim), dtype=np.float32)
+        to_embed = []
+        for i, vector in enumerate(vectors):
+            if vector is None:
+                to_embed.append(i)
+            elif len(vector) != collection.dim:
+                raise _invalid(
+                    op,
+                    (field, i, "vector"),
+                    f"has {len(vector)} values; collection {collection.name!r} has dim "
+                    f"{collection.dim}",
+                )
+            else:
+                out[i] = vector
+        if to_embed:
+            embedder = self._embedder(op, collection.embedder)
+            if embedder.dim != collection.dim:
+                raise _invalid(
+                    op,
+                    (field, to_embed[0], "text"),
+                    f"embedder {embedder.name!r} makes {embedder.dim} values; collection "
+                    f"{collection.name!r} has dim {collection.dim}: send vectors",
+                )
+            out[to_embed] = self.cache.embed(embedder, [texts[i] for i in to_embed])
+        return out
+
+    def upsert(self, request: Upsert) -> Upserted:
+        collection = self.store.get("vector.upsert", request.collection)
+        items = request.items
+        vectors = self._vectors(
+            "vector.upsert", "items", collection, [i.vector for i in items], [i.text for i in items]
+        )
+        embedder = (
+            get_embedder(collection.embedder) if any(i.vector is None for i in items) else None
+        )
+        made_by = [
+            (embedder.name, embedder.version) if i.vector is None and embedder else (None, None)
+            for i in items
+        ]
+        seq = self.store.upsert(
+            collection.name,
+            [i.id for i in items],
+            vectors,
+            [i.metadata for i in items],
+            [i.text for i in items],
+            made_by,
+        )
+        return Upserted(collection=collection.name, count=len(items), seq=seq)
+
+    def delete(self, request: Delete) -> Deleted:
+        self.store.get("vector.delete", request.collection)
+        count, seq = self.store.delete(request.collection, request.ids)
+        return Deleted(collection=request.collection, deleted=count, seq=seq)
+
+    def replica(self, op: str, name: str) -> Replica:
+        """This process's replica of the collection, caught up to its latest seq."""
+        head = self.store.head(name)
+        if head is None:
+            raise _invalid(op, ("collection",), f"unknown collection {name!r}")
+        generation, _ = head
+        with self._lock:
+            replica = self._replicas.get(name)
+            if replica is None or replica.generation != generation:
+                collection = self.store.get(op, name)
+                replica = Replica(generation, collection.dim, collection.metric, collection.index)
+                self._replicas[name] = replica
+        with replica.lock:
+            replica.apply(self.store.changes_since(name, replica.applied))
+        return replica
+
+    def search(self, request: Search) -> SearchResult:
+        collection = self.store.get("vector.search", request.collection)
+        queries = self._vectors(
+            "vector.search",
+            "queries",
+            collection,
+            [q.vector for q in request.queries],
+            [q.text for q in request.queries],
+        )
+        replica = self.replica("vector.search", collection.name)
+        if request.min_seq is not None and replica.applied < request.min_seq:
+            raise TransientError(
+                f"replica of {collection.name!r} is at seq {replica.applied}, "
+                f"below min_seq {request.min_seq}"
+            )
+        allowed = None
+        if request.where:
+            allowed = self.store.matching_seqs(collection.name, request.where, 10_000_000)
+        with replica.lock:
+            found = replica.search(queries, request.k, allowed)
+            seq = replica.applied
+            vectors = (
+                {label: replica.live_vectors([label])[0] for row in found for label, _ in row}
+                if request.with_vectors
+                else {}
+            )
+        details = self.store.details(collection.name, [label for row in found for label, _ in row])
+        results = [
+            [
+                Match(
+                    id=details[label].id,
+                    score=score,
+                    metadata=details[label].metadata,
+                    text=details[label].text,
+                    vector=vectors[label].tolist() if label in vectors else None,
+                )
+                for label, score in row
+                if label in details
+            ]
+            for row in found
+        ]
+        return SearchResult(collection=collection.name, seq=seq, results=results)
+
+    def stats(self, request: StatsRequest) -> Stats:
+        collection = self.store.get("vector.stats", request.collection)
+        live, dead = self.store.counts(collection.name)
+        replica = self.replica("vector.stats", collection.name)
+        return Stats(
+            collection=collection.model_copy(update={"items": live}),
+            items=live,
+            tombstones=dead,
+            replica_seq=replica.applied,
+            replica_kind=replica.built,
+            replica_vectors=replica.size,
+        )

@@ -1,0 +1,236 @@
+"""VectorStore: collections and vectors in PostgreSQL, the truth every replica follows.
+
+Each collection has a monotonically increasing `seq`: every upsert or delete takes the next
+seqs under the collection row's lock, so a replica that applies the rows with a higher seq
+than it has seen is exactly up to date.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from conveyor.errors import InvalidInput
+from conveyor.filters import Where, where_clause
+from conveyor.models.vector import VectorCollection, VectorItem
+from conveyor.vector.embedders import Vectors
+from conveyor.vector.schema import Collection, CreateCollection
+
+
+@dataclass(frozen=True)
+class Change:
+    id: str
+    seq: int
+    vector: bytes | None
+
+
+def _invalid(op: str, loc: tuple[Any, ...], msg: str) -> InvalidInput:
+    return InvalidInput(op, [{"loc": loc, "msg": msg}])
+
+
+def _collection(row: Any) -> Collection:
+    return Collection(
+        name=row.name,
+        dim=row.dim,
+        metric=row.metric,
+        embedder=row.embedder,
+        index=row.index_kind,
+        last_seq=row.last_seq,
+    )
+
+
+class VectorStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def create(self, request: CreateCollection, dim: int) -> Collection:
+        """Create a collection; an existing one is returned only with exist_ok and equal shape."""
+        values = {
+            "name": request.name,
+            "dim": dim,
+            "metric": request.metric,
+            "embedder": request.embedder,
+            "index_kind": request.index,
+            "generation": uuid.uuid4().hex,
+        }
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                insert(VectorCollection)
+                .values(values)
+                .on_conflict_do_nothing()
+                .returning(*VectorCollection.__table__.columns)
+            ).first()
+        if row is not None:
+            return _collection(row)
+        existing = self.get("vector.create_collection", request.name)
+        same = (existing.dim, existing.metric, existing.embedder, existing.index) == (
+            dim,
+            request.metric,
+            request.embedder,
+            request.index,
+        )
+        if request.exist_ok and same:
+            return existing
+        raise _invalid(
+            "vector.create_collection",
+            ("name",),
+            f"collection {request.name!r} already exists"
+            + ("" if same else " with another dim, metric, embedder or index")
+            + ("; pass exist_ok=true to reuse it" if same else ""),
+        )
+
+    def drop(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(delete(VectorCollection).where(VectorCollection.name == name)).rowcount
+            )
+
+    def get(self, op: str, name: str) -> Collection:
+        """The collection, or InvalidInput naming it."""
+        with self._reads.connect() as conn:
+            row = conn.execute(
+                select(*VectorCollection.__table__.columns).where(VectorCollection.name == name)
+            ).first()
+        if row is None:
+            raise _invalid(op, ("collection",), f"unknown collection {name!r}")
+        return _collection(row)
+
+    def head(self, name: str) -> tuple[str, int] | None:
+        """The collection's generation and last seq, or None once it is dropped."""
+        with self._reads.connect() as conn:
+            row = conn.execute(
+                select(VectorCollection.generation, VectorCollection.last_seq).where(
+                    VectorCollection.name == name
+                )
+            ).first()
+        return (row.generation, row.last_seq) if row else None
+
+    def _take_seqs(self, conn: Any, op: str, name: str, count: int) -> int:
+        """Lock the collection and reserve `count` seqs; returns the first."""
+        last = conn.execute(
+            update(VectorCollection)
+            .where(VectorCollection.name == name)
+            .values(last_seq=VectorCollection.last_seq + count)
+            .returning(VectorCollection.last_seq)
+        ).scalar_one_or_none()
+        if last is None:
+            raise _invalid(op, ("collection",), f"unknown collection {name!r}")
+        return int(last) - count + 1
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: Vectors,
+        metadata: Sequence[dict[str, Any]],
+        texts: Sequence[str | None],
+        made_by: Sequence[tuple[str | None, str | None]],
+    ) -> int:
+        """Write a batch atomically (all or nothing); returns the collection's new last seq."""
+        with self.engine.begin() as conn:
+            first = self._take_seqs(conn, "vector.upsert", name, len(ids))
+            rows = [
+                {
+                    "collection": name,
+                    "id": item_id,
+                    "seq": first + i,
+                    "vector": np.ascontiguousarray(vectors[i], dtype="<f4").tobytes(),
+                    "metadata": metadata[i],
+                    "text": texts[i],
+                    "deleted": False,
+                    "embedder": made_by[i][0],
+                    "embedder_version": made_by[i][1],
+                }
+                for i, item_id in enumerate(ids)
+            ]
+            statement = insert(VectorItem).values(rows)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["collection", "id"],
+                    set_={
+                        "seq": statement.excluded.seq,
+                        "vector": statement.excluded.vector,
+                        "metadata": statement.excluded.metadata,
+                        "text": statement.excluded.text,
+                        "deleted": False,
+                        "embedder": statement.excluded.embedder,
+                        "embedder_version": statement.excluded.embedder_version,
+                        "updated_at": func.now(),
+                    },
+                )
+            )
+        return first + len(ids) - 1
+
+    def delete(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
+        """Tombstone the live items among `ids`; returns (how many, the new last seq)."""
+        with self.engine.begin() as conn:
+            live = sorted(
+                conn.execute(
+                    select(VectorItem.id).where(
+                        VectorItem.collection == name,
+                        VectorItem.id.in_(list(ids)),
+                        VectorItem.deleted.is_(False),
+                    )
+                ).scalars()
+            )
+            first = self._take_seqs(conn, "vector.delete", name, len(live))
+            for i, item_id in enumerate(live):
+                conn.execute(
+                    update(VectorItem)
+                    .where(VectorItem.collection == name, VectorItem.id == item_id)
+                    .values(deleted=True, vector=None, seq=first + i, updated_at=func.now())
+                )
+        return len(live), first + len(live) - 1
+
+    def changes_since(self, name: str, seq: int) -> list[Change]:
+        """Every row written after `seq`, in seq order."""
+        with self._reads.connect() as conn:
+            rows = conn.execute(
+                select(VectorItem.id, VectorItem.seq, VectorItem.vector)
+                .where(VectorItem.collection == name, VectorItem.seq > seq)
+                .order_by(VectorItem.seq)
+            ).all()
+        return [Change(id=r.id, seq=r.seq, vector=r.vector) for r in rows]
+
+    def matching_seqs(self, name: str, where: Where, limit: int) -> list[int]:
+        """Seqs (replica labels) of live items whose metadata matches, at most `limit`."""
+        with self._reads.connect() as conn:
+            return list(
+                conn.execute(
+                    select(VectorItem.seq)
+                    .where(
+                        VectorItem.collection == name,
+                        VectorItem.deleted.is_(False),
+                        where_clause(where, VectorItem.meta),
+                    )
+                    .limit(limit)
+                ).scalars()
+            )
+
+    def details(self, name: str, seqs: Sequence[int]) -> dict[int, Any]:
+        """id, metadata and text of the items now at these seqs."""
+        with self._reads.connect() as conn:
+            rows = conn.execute(
+                select(VectorItem.seq, VectorItem.id, VectorItem.meta, VectorItem.text).where(
+                    VectorItem.collection == name, VectorItem.seq.in_(list(seqs))
+                )
+            ).all()
+        return {r.seq: r for r in rows}
+
+    def counts(self, name: str) -> tuple[int, int]:
+        """(live items, tombstones)."""
+        with self._reads.connect() as conn:
+            live, dead = conn.execute(
+                select(
+                    func.count().filter(VectorItem.deleted.is_(False)),
+                    func.count().filter(VectorItem.deleted.is_(True)),
+                ).where(VectorItem.collection == name)
+            ).one()
+        return int(live), int(dead)

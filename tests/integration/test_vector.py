@@ -1,0 +1,171 @@
+"""The vector service end to end: vector.* agents on two real vector-pool workers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import celery
+import numpy as np
+import pytest
+
+from conveyor import Client, ConveyorApp, InvalidInput, RunStatus
+from tests.support.workers import WorkerProcess
+
+
+@pytest.fixture(scope="module")
+def vector_workers(
+    redis_app: ConveyorApp, redis_env: dict[str, str], log_dir: Path
+) -> Iterator[list[WorkerProcess]]:
+    """Two vector workers on one queue, as KEDA would run them."""
+    workers = [WorkerProcess(redis_app, redis_env, "vector", log_dir) for _ in range(2)]
+    try:
+        for w in workers:
+            w.wait_ready()
+        yield workers
+    finally:
+        for w in workers:
+            w.stop()
+
+
+@pytest.fixture
+def vclient(client: Client, vector_workers: list[WorkerProcess]) -> Client:
+    return client
+
+
+@pytest.fixture
+def name() -> str:
+    return f"c{uuid.uuid4().hex[:10]}"
+
+
+def _exact(model: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[str]:
+    ids = sorted(model)
+    data = np.stack([model[i] for i in ids])
+    data = data / np.linalg.norm(data, axis=1, keepdims=True)
+    scores = data @ (query / np.linalg.norm(query))
+    return [ids[j] for j in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_writes_through_one_worker_are_read_through_the_other(vclient: Client, name: str) -> None:
+    rng = np.random.default_rng(11)
+    vclient.vector.create_collection(name, dim=16, index="flat")
+    model: dict[str, np.ndarray] = {}
+    upsert_runs, search_runs = [], []
+    for round_ in range(12):
+        batch = {f"r{round_}-{i}": rng.normal(size=16).astype(np.float32) for i in range(25)}
+        run_id = vclient.vector.upsert_async(
+            name, [{"id": i, "vector": v.tolist()} for i, v in batch.items()]
+        )
+        upserted = vclient.result(run_id, timeout=60)
+        upsert_runs.append(run_id)
+        model.update(batch)
+        doomed = sorted(model)[:3]
+        deleted = vclient.vector.delete(name, doomed)
+        for i in doomed:
+            del model[i]
+        query = rng.normal(size=16).astype(np.float32)
+        sid = vclient.vector.search_async(name, [query.tolist()], k=10, min_seq=deleted.seq)
+        result = vclient.result(sid, timeout=60)
+        search_runs.append(sid)
+        assert result["seq"] >= max(upserted["seq"], deleted.seq)
+        assert [m["id"] for m in result["results"][0]] == _exact(model, query, 10)
+    served = {vclient.get(r).worker for r in search_runs} | {
+        vclient.get(r).worker for r in upsert_runs
+    }
+    assert len(served) == 2, f"both workers took part: {served}"
+
+
+def test_texts_are_embedded_and_found_by_text_with_filters(vclient: Client, name: str) -> None:
+    vclient.vector.create_collection(name)
+    docs = {
+        "a": ("how to bake sourdough bread at home", {"kind": "recipe", "year": 2024}),
+        "b": ("sourdough starter feeding schedule", {"kind": "recipe", "year": 2020}),
+        "c": ("quarterly tax filing for small companies", {"kind": "finance", "year": 2024}),
+        "d": ("baking bread in a dutch oven", {"kind": "recipe", "year": 2023}),
+    }
+    vclient.vector.upsert(name, [{"id": i, "text": t, "metadata": m} for i, (t, m) in docs.items()])
+    result = vclient.vector.search(name, ["bake sourdough bread"], k=2)
+    assert result.results[0][0].id == "a"
+    assert result.results[0][0].text == docs["a"][0]
+    assert result.results[0][0].metadata == docs["a"][1]
+    recent = vclient.vector.search(
+        name, ["bread"], k=10, where={"kind": "recipe", "year": {"gte": 2023}}
+    )
+    assert {m.id for m in recent.results[0]} == {"a", "d"}
+    stats = vclient.vector.stats(name)
+    assert (stats.items, stats.collection.dim, stats.collection.embedder) == (4, 384, "hashing")
+
+
+def test_a_seeded_corpus_keeps_hnsw_recall_above_the_floor(vclient: Client, name: str) -> None:
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(25, 32))
+    data = centres[rng.integers(0, 25, 3000)] + 0.35 * rng.normal(size=(3000, 32))
+    vclient.vector.create_collection(name, dim=32, index="hnsw")
+    for start in range(0, 3000, 1000):
+        vclient.vector.upsert(
+            name,
+            [
+                {"id": str(i), "vector": data[i].tolist(), "metadata": {"rare": i % 300 == 0}}
+                for i in range(start, start + 1000)
+            ],
+        )
+    queries = centres[rng.integers(0, 25, 40)] + 0.35 * rng.normal(size=(40, 32))
+    result = vclient.vector.search(name, [q.tolist() for q in queries], k=10)
+    model = {str(i): data[i].astype(np.float32) for i in range(3000)}
+    hits = sum(
+        len({m.id for m in row} & set(_exact(model, q.astype(np.float32), 10)))
+        for row, q in zip(result.results, queries, strict=True)
+    )
+    assert hits / 400 >= 0.95
+    rare = vclient.vector.search(name, [queries[0].tolist()], k=20, where={"rare": True})
+    assert sorted(int(m.id) for m in rare.results[0]) == list(range(0, 3000, 300))
+    assert vclient.vector.stats(name).replica_kind == "hnsw"
+
+
+@pytest.mark.parametrize(
+    ("agent", "payload", "field", "words"),
+    [
+        (
+            "vector.upsert",
+            {"items": [{"id": "a", "vector": [1.0, 2.0]}]},
+            "items.0.vector",
+            "dim 4",
+        ),
+        ("vector.upsert", {"items": [{"id": "a", "text": "  "}]}, "items.0.text", "empty"),
+        (
+            "vector.upsert",
+            {"items": [{"id": "a", "vector": [1, 2, 3, 4]}, {"id": "a", "vector": [1, 2, 3, 4]}]},
+            "items",
+            "appears twice",
+        ),
+        ("vector.search", {"queries": [{"vector": [1, 2, 3, 4]}], "k": 0}, "k", "greater"),
+        ("vector.search", {"queries": [{"vector": [1, 2, 3, 4]}], "k": 5000}, "k", "1000"),
+        ("vector.search", {"queries": [{"vector": [1, 2, 3]}]}, "queries.0.vector", "dim 4"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    vclient: Client, name: str, agent: str, payload: dict[str, object], field: str, words: str
+) -> None:
+    vclient.vector.create_collection(name, dim=4, embedder="hashing")
+    full = {"collection": name, **payload}
+    plain = celery.Celery("plain", broker=vclient.app.conf.broker_url)
+    try:
+        vclient.submit(agent, full)
+    except InvalidInput as exc:
+        assert f"{field}:" in str(exc) and words in str(exc)
+    sent = plain.send_task(agent, kwargs=full)
+    run = vclient.wait(sent.id, timeout=60)
+    assert run.status is RunStatus.REJECTED and run.attempts == 1
+    assert field in (run.error_message or "") and words in (run.error_message or "")
+    assert vclient.vector.stats(name).items == 0
+
+
+def test_nan_and_unknown_collections_are_refused(vclient: Client, name: str) -> None:
+    with pytest.raises(InvalidInput, match="finite"):
+        vclient.submit("vector.upsert", {"collection": name, "items": [
+            {"id": "a", "vector": [float("nan"), 1.0]}
+        ]})  # fmt: skip
+    with pytest.raises(Exception, match=f"unknown collection '{name}'"):
+        vclient.vector.search(name, ["anything"])
+    assert vclient.vector.drop_collection(name, missing_ok=True).dropped is False
