@@ -40,6 +40,8 @@ class ConveyorApp(Celery):
         self.settings = settings
         self.agents = agents
         self.embedded = embedded
+        self.pool_name: str | None = None
+        """The pool this process works for, when it is a worker."""
         self._store: tuple[int, RunRepository, RunRecorder] | None = None
         self._lock = threading.Lock()
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+from typing import Any, cast
 
-from celery.signals import worker_init, worker_process_init
+from celery import current_app
+from celery.signals import worker_process_init, worker_ready
 
 from conveyor.agents import agent
+from conveyor.app import ConveyorApp
 from conveyor.context import current_run
 from conveyor.vector import VectorService, service_for
 from conveyor.vector import schema as v
 
 POOL = "vector"
+log = logging.getLogger(__name__)
 
 
 def _service() -> VectorService:
@@ -23,24 +27,38 @@ def _faiss_threads(concurrency: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, concurrency))
 
 
-@worker_process_init.connect
-def _after_fork(**_: Any) -> None:
-    """A prefork child sets faiss's threads before faiss is first used (never in the parent)."""
-    from celery import current_app
+def _vector_app() -> ConveyorApp | None:
+    app = cast(Any, current_app)._get_current_object()
+    return app if isinstance(app, ConveyorApp) and app.pool_name == POOL else None
 
+
+def _prepare(app: ConveyorApp, concurrency: int) -> None:
+    """Give faiss its threads, then load snapshots and catch up every collection."""
     from conveyor.vector.replica import set_faiss_threads
 
-    set_faiss_threads(_faiss_threads(int(current_app.conf.worker_concurrency or 1)))
+    set_faiss_threads(_faiss_threads(concurrency))
+    try:
+        names = service_for(app.settings).warm_up()
+        log.info("vector replicas ready: %s", ", ".join(names) or "no collections")
+    except Exception as exc:
+        log.warning("vector warm-up failed, replicas load on first use: %s", exc)
 
 
-@worker_init.connect
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    """A prefork child prepares faiss: it is first touched here, after the fork."""
+    app = _vector_app()
+    if app is not None:
+        _prepare(app, int(app.conf.worker_concurrency or 1))
+
+
+@worker_ready.connect
 def _in_main_process(sender: Any = None, **_: Any) -> None:
-    """A threads or solo worker runs faiss in its main process: set its threads there."""
-    pool = str(getattr(sender, "pool_cls", ""))
-    if "prefork" not in pool and "processes" not in pool:
-        from conveyor.vector.replica import set_faiss_threads
-
-        set_faiss_threads(_faiss_threads(int(getattr(sender, "concurrency", 1) or 1)))
+    """A threads or solo worker runs faiss in its main process: prepare it there."""
+    app = _vector_app()
+    kind = str(getattr(getattr(sender, "controller", sender), "pool_cls", ""))
+    if app is not None and "prefork" not in kind and "processes" not in kind:
+        _prepare(app, int(getattr(sender, "concurrency", 1) or 1))
 
 
 @agent(name="vector.create_collection", pool=POOL)
@@ -77,3 +95,9 @@ def search(request: v.Search) -> v.SearchResult:
 def stats(request: v.StatsRequest) -> v.Stats:
     """Items, tombstones and this worker's replica of a collection."""
     return _service().stats(request)
+
+
+@agent(name="vector.snapshot", pool=POOL, idempotent=True)
+def snapshot(request: v.SnapshotRequest) -> v.Snapshotted:
+    """Write this worker's replica of a collection to disk (atomic, checksummed)."""
+    return _service().snapshot(request)

@@ -69,6 +69,7 @@ def service_for(settings: Settings) -> VectorService:
         return VectorService(
             VectorStore(engine_for(settings.database_url)),
             EmbeddingCache(cache_client(settings.cache_url)),
+            settings.data_dir / "vector",
         )
 
     return per_process("vector", settings, build)

@@ -12,6 +12,7 @@ from conveyor.vector.schema import (
     Deleted,
     Dropped,
     SearchResult,
+    Snapshotted,
     Stats,
     Upserted,
 )
@@ -110,6 +111,10 @@ class VectorAPI:
             collection, queries, k=k, where=where, min_seq=min_seq, with_vectors=with_vectors
         )
         return SearchResult.model_validate(self.client.result(run_id, timeout=self.timeout))
+
+    def snapshot(self, collection: str) -> Snapshotted:
+        """Have one vector worker write its replica of the collection to disk."""
+        return self._run("vector.snapshot", {"collection": collection}, Snapshotted)
 
     def stats(self, collection: str) -> Stats:
         return self._run("vector.stats", {"collection": collection}, Stats)

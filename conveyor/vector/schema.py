@@ -185,3 +185,18 @@ class Stats(BaseModel):
     replica_seq: int
     replica_kind: str
     replica_vectors: int
+
+
+class SnapshotRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: CollectionName
+
+
+class Snapshotted(BaseModel):
+    collection: str
+    seq: int
+    vectors: int
+    path: str
+    bytes: int
+    seconds: float

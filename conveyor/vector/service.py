@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +29,14 @@ from conveyor.vector.schema import (
     Match,
     Search,
     SearchResult,
+    SnapshotRequest,
+    Snapshotted,
     Stats,
     StatsRequest,
     Upsert,
     Upserted,
 )
+from conveyor.vector.snapshot import load_snapshot, write_snapshot
 from conveyor.vector.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -81,9 +86,15 @@ def _invalid(op: str, loc: tuple[Any, ...], msg: str) -> InvalidInput:
 
 
 class VectorService:
-    def __init__(self, store: VectorStore, cache: EmbeddingCache | None = None) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        cache: EmbeddingCache | None = None,
+        snapshot_dir: Path | None = None,
+    ) -> None:
         self.store = store
         self.cache = cache or EmbeddingCache(None)
+        self.snapshot_dir = snapshot_dir
         self._replicas: dict[str, Replica] = {}
         self._lock = threading.Lock()
 
@@ -174,12 +185,47 @@ class VectorService:
         with self._lock:
             replica = self._replicas.get(name)
             if replica is None or replica.generation != generation:
-                collection = self.store.get(op, name)
-                replica = Replica(generation, collection.dim, collection.metric, collection.index)
+                replica = self._load(op, name, generation)
                 self._replicas[name] = replica
         with replica.lock:
             replica.apply(self.store.changes_since(name, replica.applied))
         return replica
+
+    def _load(self, op: str, name: str, generation: str) -> Replica:
+        """The newest snapshot of this generation, or an empty replica."""
+        if self.snapshot_dir is not None:
+            loaded = load_snapshot(self.snapshot_dir, name, generation)
+            if loaded is not None:
+                log.info("collection %s: loaded snapshot at seq %d", name, loaded.applied)
+                return loaded
+        collection = self.store.get(op, name)
+        return Replica(generation, collection.dim, collection.metric, collection.index)
+
+    def warm_up(self) -> list[str]:
+        """Load and catch up every collection now, so first searches are fast."""
+        names = self.store.names()
+        for name in names:
+            self.replica("vector.warm_up", name)
+        return names
+
+    def snapshot(self, request: SnapshotRequest) -> Snapshotted:
+        """Write this worker's replica of the collection to the snapshot directory."""
+        if self.snapshot_dir is None:
+            raise _invalid("vector.snapshot", ("collection",), "no snapshot directory is set")
+        replica = self.replica("vector.snapshot", request.collection)
+        started = time.perf_counter()
+        with replica.lock:
+            manifest = write_snapshot(self.snapshot_dir, request.collection, replica)
+            seq, count = replica.applied, replica.size
+        index_file = manifest.with_suffix(".faiss")
+        return Snapshotted(
+            collection=request.collection,
+            seq=seq,
+            vectors=count,
+            path=str(index_file),
+            bytes=index_file.stat().st_size,
+            seconds=round(time.perf_counter() - started, 3),
+        )
 
     def search(self, request: Search) -> SearchResult:
         collection = self.store.get("vector.search", request.collection)

@@ -102,6 +102,10 @@ class VectorStore:
             raise _invalid(op, ("collection",), f"unknown collection {name!r}")
         return _collection(row)
 
+    def names(self) -> list[str]:
+        with self._reads.connect() as conn:
+            return list(conn.execute(select(VectorCollection.name)).scalars())
+
     def head(self, name: str) -> tuple[str, int] | None:
         """The collection's generation and last seq, or None once it is dropped."""
         with self._reads.connect() as conn:

@@ -65,4 +65,5 @@ def run_worker(app: ConveyorApp, pool_name: str, **options: str | int | None) ->
     """Run a worker of one pool in the foreground until a warm shutdown (SIGTERM)."""
     assert app.settings.database_url is not None
     wait_for_database(app.settings.database_url)
+    app.pool_name = pool_name
     app.worker_main(worker_argv(app, pool_name, **options))  # type: ignore[arg-type]
