@@ -14,13 +14,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _built: dict[tuple[str, int, int], tuple[Settings, Any]] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 def per_process(kind: str, settings: Settings, build: Callable[[], T]) -> T:
     """The `kind` object for these settings in this process; a forked child builds its own.
 
-    The settings are kept alongside, so their id is never reused for other settings.
+    The settings are kept alongside, so their id is never reused for other settings. The
+    lock is re-entrant because building one service may build another (memory uses vector).
     """
     key = (kind, id(settings), os.getpid())
     with _lock:

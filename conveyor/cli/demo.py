@@ -51,6 +51,58 @@ def _memory_step(client: Client, sessions: int = 5) -> dict[str, object]:
     }
 
 
+DEMO_MODULES = (
+    "json", "os", "re", "pathlib", "collections", "itertools", "functools",
+    "datetime", "subprocess", "threading", "asyncio", "logging", "argparse",
+)  # fmt: skip
+DEMO_QUERIES = (
+    "parse a JSON document",
+    "run a command in a subprocess",
+    "match a regular expression",
+)
+
+
+def _docstrings() -> list[tuple[str, str]]:
+    """(qualified name, first paragraph) of the public objects of a few stdlib modules."""
+    import importlib
+    import inspect
+
+    found: dict[str, str] = {}
+    for module_name in DEMO_MODULES:
+        module = importlib.import_module(module_name)
+        for attr, value in [(module_name, module), *inspect.getmembers(module)]:
+            doc = inspect.getdoc(value) if not attr.startswith("_") else None
+            name = attr if attr == module_name else f"{module_name}.{attr}"
+            if doc and getattr(value, "__module__", module_name).startswith(module_name):
+                found.setdefault(name, doc.split("\n\n")[0][:2000])
+    return sorted(found.items())
+
+
+def _vector_step(client: Client) -> dict[str, object]:
+    """Index stdlib docstrings in a collection, search it by text, then drop it."""
+    collection = f"demo-{int(time.time())}"
+    corpus = _docstrings()
+    client.vector.create_collection(collection, index="auto")
+    t0 = time.perf_counter()
+    for start in range(0, len(corpus), 500):
+        batch = corpus[start : start + 500]
+        client.vector.upsert(collection, [{"id": n, "text": d} for n, d in batch])
+    indexed = time.perf_counter() - t0
+    search_ms, top = [], []
+    for query in DEMO_QUERIES * 5:
+        t = time.perf_counter()
+        result = client.vector.search(collection, [query], k=3)
+        search_ms.append((time.perf_counter() - t) * 1000)
+        top.append(result.results[0][0].id if result.results[0] else "")
+    client.vector.drop_collection(collection)
+    return {
+        "vector_items": len(corpus),
+        "vector_index_s": round(indexed, 3),
+        "vector_search_ms_p50": round(_percentile(search_ms, 50), 2),
+        "vector_top_hits": dict(zip(DEMO_QUERIES, top, strict=False)),
+    }
+
+
 def _percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
@@ -80,7 +132,8 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
     """Start the services and one worker per pool, push COUNT runs through, report, stop.
 
     Prints throughput, latency p50/p99 (enqueue to finish, from agent_runs) and failures,
-    then remembers a short conversation in prompt memory, recalls and searches it.
+    then remembers a short conversation in prompt memory, recalls and searches it, and
+    indexes the docstrings of a few standard-library modules for vector search by text.
     """
     app = get_app()
     started_embedded = app.embedded
@@ -119,6 +172,8 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
             elapsed = time.perf_counter() - t0
         with console.status("memory...", spinner="dots") if not quiet else nullcontext():
             memory = _memory_step(client)
+        with console.status("vector search...", spinner="dots") if not quiet else nullcontext():
+            vector = _vector_step(client)
         client.close()
     finally:
         supervisor.stop()
@@ -139,11 +194,16 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
         "latency_ms_p50": round(_percentile(latencies, 50), 2),
         "latency_ms_p99": round(_percentile(latencies, 99), 2),
         **memory,
+        **vector,
         "workers": sorted(app.settings.pools),
     }
     if as_json:
         print_json(summary)
     else:
-        print_table("conveyor demo", ["metric", "value"], list(summary.items()))
+        rows = [
+            (k, "\n".join(f"{a} → {b}" for a, b in v.items()) if isinstance(v, dict) else v)
+            for k, v in summary.items()
+        ]
+        print_table("conveyor demo", ["metric", "value"], rows)
     if failures:
         raise SystemExit(1)

@@ -65,11 +65,15 @@ def store_for(settings: Settings) -> MemoryStore:
     from conveyor.services import cache_client, per_process
 
     def build() -> MemoryStore:
+        from conveyor.memory.hybrid import MemoryVectors
+        from conveyor.vector import service_for
+
         assert settings.database_url is not None
         return MemoryStore(
             engine_for(settings.database_url),
             RecallCache(cache_client(settings.cache_url), settings.cache_ttl),
             settings.memory_limits(),
+            MemoryVectors(service_for(settings)),
         )
 
     return per_process("memory", settings, build)

@@ -45,11 +45,18 @@ class MemoryAPI:
         items: list[dict[str, Any]] | None,
         dedup: bool,
         item_fields: dict[str, Any],
+        embed: bool = False,
     ) -> dict[str, Any]:
         if (content is None) == (items is None):
             raise ValueError("give either content (one item) or items (a batch), not both")
         batch = items if items is not None else [{"content": content, **_drop_none(**item_fields)}]
-        return {"namespace": namespace, "session": session, "items": batch, "dedup": dedup}
+        return {
+            "namespace": namespace,
+            "session": session,
+            "items": batch,
+            "dedup": dedup,
+            "embed": embed,
+        }
 
     def remember_async(
         self,
@@ -62,9 +69,10 @@ class MemoryAPI:
         metadata: dict[str, Any] | None = None,
         ttl_seconds: float | None = None,
         dedup: bool = True,
+        embed: bool = False,
     ) -> str:
         fields = {"role": role, "metadata": metadata, "ttl_seconds": ttl_seconds}
-        payload = self._remember_payload(namespace, session, content, items, dedup, fields)
+        payload = self._remember_payload(namespace, session, content, items, dedup, fields, embed)
         return self.client.submit("memory.remember", payload)
 
     def remember(
@@ -78,8 +86,10 @@ class MemoryAPI:
         metadata: dict[str, Any] | None = None,
         ttl_seconds: float | None = None,
         dedup: bool = True,
+        embed: bool = False,
     ) -> RememberResult:
-        """Remember one item (`content`, with role/metadata/ttl_seconds) or a batch (`items`)."""
+        """Remember one item (`content`, with role/metadata/ttl_seconds) or a batch (`items`);
+        `embed=True` also indexes them for hybrid search."""
         run_id = self.remember_async(
             namespace,
             session,
@@ -89,6 +99,7 @@ class MemoryAPI:
             metadata=metadata,
             ttl_seconds=ttl_seconds,
             dedup=dedup,
+            embed=embed,
         )
         return self._result(run_id, RememberResult)
 
@@ -133,9 +144,19 @@ class MemoryAPI:
         session: str | None = None,
         where: dict[str, Any] | None = None,
         limit: int = 10,
+        mode: str = "text",
+        rrf_k: int = 60,
+        candidates: int = 50,
     ) -> str:
         payload = _drop_none(
-            namespace=namespace, query=query, session=session, where=where, limit=limit
+            namespace=namespace,
+            query=query,
+            session=session,
+            where=where,
+            limit=limit,
+            mode=mode,
+            rrf_k=rrf_k,
+            candidates=candidates,
         )
         return self.client.submit("memory.search", payload)
 
@@ -147,9 +168,26 @@ class MemoryAPI:
         session: str | None = None,
         where: dict[str, Any] | None = None,
         limit: int = 10,
+        mode: str = "text",
+        rrf_k: int = 60,
+        candidates: int = 50,
     ) -> SearchResult:
-        """Full-text search in a namespace, best first; `where` filters on metadata."""
-        run_id = self.search_async(namespace, query, session=session, where=where, limit=limit)
+        """Full-text search in a namespace, best first; `where` filters on metadata.
+
+        mode="hybrid" fuses it with vector similarity (items remembered with embed=True) by
+        reciprocal rank fusion: score = sum of 1 / (rrf_k + rank) over the two rankings,
+        each cut to `candidates` items.
+        """
+        run_id = self.search_async(
+            namespace,
+            query,
+            session=session,
+            where=where,
+            limit=limit,
+            mode=mode,
+            rrf_k=rrf_k,
+            candidates=candidates,
+        )
         return self._result(run_id, SearchResult)
 
     def forget_async(

@@ -134,6 +134,7 @@ class RememberRequest(BaseModel):
     session: Name
     items: list[NewItem] = Field(min_length=1)
     dedup: bool = Field(default=True, description="return an existing item for repeated content")
+    embed: bool = Field(default=False, description="also index the items for hybrid search")
 
     @field_validator("items")
     @classmethod
@@ -196,6 +197,11 @@ class SearchRequest(BaseModel):
     session: Name | None = None
     where: Where = Field(default_factory=dict)
     limit: int = Field(default=10, ge=1, le=1000)
+    mode: Literal["text", "hybrid"] = Field(
+        default="text", description="hybrid: fuse full-text and vector rankings (RRF)"
+    )
+    rrf_k: int = Field(default=60, ge=1, le=10_000, description="RRF constant")
+    candidates: int = Field(default=50, ge=1, le=1000, description="items taken per ranking")
 
     @field_validator("query")
     @classmethod
@@ -208,6 +214,9 @@ class SearchRequest(BaseModel):
 class Hit(BaseModel):
     item: Item
     rank: float
+    """ts_rank_cd for text search; the fused RRF score for hybrid search."""
+    text_rank: int | None = None
+    vector_rank: int | None = None
 
 
 class SearchResult(BaseModel):

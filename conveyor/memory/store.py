@@ -13,11 +13,26 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Integer, Select, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 
+from conveyor.errors import InvalidInput
 from conveyor.filters import where_clause
 from conveyor.memory.cache import RecallCache
+from conveyor.memory.hybrid import MemoryVectors, fuse
 from conveyor.memory.schema import (
     ForgetRequest,
     Forgotten,
@@ -100,8 +115,10 @@ class MemoryStore:
         engine: Engine,
         cache: RecallCache | None = None,
         limits: MemoryLimits | None = None,
+        vectors: MemoryVectors | None = None,
     ) -> None:
         self.engine = engine
+        self.vectors = vectors
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.cache = cache or RecallCache(None)
         self.limits = limits or MemoryLimits()
@@ -154,7 +171,16 @@ class MemoryStore:
                 )
         if rows:
             self.cache.invalidate_session(ns, session)
+            if request.embed:
+                self._vectors("memory.remember").index(
+                    ns, [row[0] for row in rows], [unescape_nul(row[5], row[6]) for row in rows]
+                )
         return RememberResult(namespace=ns, session=session, items=results)
+
+    def _vectors(self, op: str) -> MemoryVectors:
+        if self.vectors is None:
+            raise InvalidInput(op, [{"loc": ("embed",), "msg": "no vector service here"}])
+        return self.vectors
 
     @staticmethod
     def _live_duplicates(
@@ -212,30 +238,66 @@ class MemoryStore:
         return result
 
     def search(self, request: SearchRequest) -> SearchResult:
-        """Full-text search in a namespace, best rank first, with metadata filters."""
+        """Full-text (or hybrid) search in a namespace, best first, with metadata filters."""
+        if request.mode == "hybrid":
+            return self._hybrid(request)
         query = func.websearch_to_tsquery(text(f"'{FTS_CONFIG}'::regconfig"), request.query)
         rank = func.ts_rank_cd(MemoryItem.search, query).label("rank")
         statement = (
             select(*_item_columns, rank)
-            .where(
-                MemoryItem.namespace == request.namespace,
-                MemoryItem.search.op("@@")(query),
-                _live,
-                where_clause(request.where, MemoryItem.meta),
-            )
+            .where(self._scope(request), MemoryItem.search.op("@@")(query))
             .order_by(rank.desc(), MemoryItem.created_at.desc(), MemoryItem.seq.desc())
             .limit(request.limit)
         )
-        if request.session is not None:
-            statement = statement.where(MemoryItem.session == request.session)
         with self._reads.connect() as conn:
-            hits = [Hit(item=_item(row), rank=row.rank) for row in conn.execute(statement)]
+            hits = [
+                Hit(item=_item(row), rank=row.rank, text_rank=n)
+                for n, row in enumerate(conn.execute(statement), start=1)
+            ]
+        return SearchResult(namespace=request.namespace, hits=hits)
+
+    @staticmethod
+    def _scope(request: SearchRequest) -> ColumnElement[bool]:
+        """Live items of the namespace (and session) that pass the metadata filters."""
+        conditions = [
+            MemoryItem.namespace == request.namespace,
+            _live,
+            where_clause(request.where, MemoryItem.meta),
+        ]
+        if request.session is not None:
+            conditions.append(MemoryItem.session == request.session)
+        return and_(*conditions)
+
+    def _hybrid(self, request: SearchRequest) -> SearchResult:
+        pool = request.model_copy(update={"mode": "text", "limit": request.candidates})
+        by_text = [hit.item.id for hit in self.search(pool).hits]
+        nearest = self._vectors("memory.search").nearest(
+            request.namespace, request.query, request.candidates * 4
+        )
+        statement = select(*_item_columns).where(
+            self._scope(request), MemoryItem.id.in_(_valid_uuids(nearest + by_text))
+        )
+        with self._reads.connect() as conn:
+            items = {str(row.id): _item(row) for row in conn.execute(statement)}
+        by_vector = [i for i in nearest if i in items][: request.candidates]
+        text_rank = {item_id: n for n, item_id in enumerate(by_text, start=1)}
+        vector_rank = {item_id: n for n, item_id in enumerate(by_vector, start=1)}
+        hits = [
+            Hit(
+                item=items[item_id],
+                rank=score,
+                text_rank=text_rank.get(item_id),
+                vector_rank=vector_rank.get(item_id),
+            )
+            for item_id, score in fuse([by_text, by_vector], request.rrf_k)[: request.limit]
+            if item_id in items
+        ]
         return SearchResult(namespace=request.namespace, hits=hits)
 
     def forget(self, request: ForgetRequest) -> Forgotten:
         """Hard-delete items of one namespace; returns how many were deleted."""
         ns = request.namespace
-        statement = delete(MemoryItem).where(MemoryItem.namespace == ns)
+        statement = delete(MemoryItem).where(MemoryItem.namespace == ns).returning(MemoryItem.id)
         if request.ids is not None:
             statement = statement.where(MemoryItem.id.in_(_valid_uuids(request.ids)))
         if request.session is not None:
@@ -243,7 +305,8 @@ class MemoryStore:
         if request.where is not None:
             statement = statement.where(where_clause(request.where, MemoryItem.meta))
         with self.engine.begin() as conn:
-            deleted = conn.execute(statement).rowcount
+            gone = [str(i) for i in conn.execute(statement).scalars()]
+            deleted = len(gone)
             sessions = delete(MemorySession).where(MemorySession.namespace == ns)
             if request.everything:
                 conn.execute(sessions)
@@ -251,6 +314,8 @@ class MemoryStore:
                 conn.execute(sessions.where(MemorySession.session == request.session))
         if deleted:
             self.cache.invalidate_namespace(ns)
+            if self.vectors is not None:
+                self.vectors.unindex(ns, gone)
         return Forgotten(namespace=ns, deleted=deleted)
 
     def stats(self, request: StatsRequest) -> Stats:
@@ -287,7 +352,15 @@ class MemoryStore:
         total = batches = 0
         while batches < request.max_batches:
             with self.engine.begin() as conn:
-                deleted = conn.execute(delete(MemoryItem).where(MemoryItem.id.in_(doomed))).rowcount
+                gone = conn.execute(
+                    delete(MemoryItem)
+                    .where(MemoryItem.id.in_(doomed))
+                    .returning(MemoryItem.namespace, MemoryItem.id)
+                ).all()
+            deleted = len(gone)
+            if self.vectors is not None:
+                for ns in {row.namespace for row in gone}:
+                    self.vectors.unindex(ns, [str(r.id) for r in gone if r.namespace == ns])
             batches += 1
             total += deleted
             if deleted < request.batch_size:

@@ -130,3 +130,5 @@ def test_demo_runs_pings_and_memory_on_the_embedded_default(data_dir: Path) -> N
     assert summary["memory_items"] == 25
     assert summary["memory_window_items"] >= 1
     assert summary["memory_search_hits"] >= 1
+    assert summary["vector_items"] > 100
+    assert all(summary["vector_top_hits"].values())

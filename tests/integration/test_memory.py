@@ -201,3 +201,26 @@ def test_bad_input_is_refused_and_nothing_is_written(
     assert run.status is RunStatus.REJECTED and run.attempts == 1
     assert field in (run.error_message or "")
     assert client.memory.stats(ns).items == 0
+
+
+def test_hybrid_search_fuses_text_and_vector_rankings(client: Client, ns: str) -> None:
+    docs = [
+        "the cat sat on the mat",
+        "dogs like to chase a cat",
+        "stock market news for today",
+        "the mat was red",
+    ]
+    done = client.memory.remember(ns, "s", items=[{"content": d} for d in docs], embed=True)
+    client.memory.remember(f"{ns}-other", "s", "the cat sat on the mat", embed=True)
+    assert client.memory.search(ns, "cat mat dogs").hits == []
+    hybrid = client.memory.search(ns, "cat mat dogs", mode="hybrid")
+    assert {h.item.namespace for h in hybrid.hits} == {ns}
+    assert hybrid.hits[0].item.content in docs[:2]
+    assert all(h.text_rank is None and h.vector_rank for h in hybrid.hits)
+    both = client.memory.search(ns, "cat mat", mode="hybrid", limit=2).hits
+    assert both[0].item.content == docs[0]
+    assert (both[0].text_rank, both[0].vector_rank) == (1, 1)
+    assert both[0].rank == pytest.approx(2 / 61)
+    client.memory.forget(ns, ids=[done.items[0].id])
+    after = client.memory.search(ns, "cat mat", mode="hybrid").hits
+    assert docs[0] not in [h.item.content for h in after]

@@ -71,3 +71,11 @@ def test_metadata_filters_keep_json_types_apart() -> None:
         SearchRequest.model_validate(
             {"namespace": "n", "query": "q", "where": {"x": {"gt": 1, "lt": "2026-01-01T00:00Z"}}}
         )
+
+
+def test_reciprocal_rank_fusion_rewards_agreement() -> None:
+    from conveyor.memory.hybrid import fuse
+
+    fused = fuse([["a", "b", "c"], ["c", "a"]], rrf_k=60)
+    assert [item for item, _ in fused] == ["a", "c", "b"]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
