@@ -169,3 +169,22 @@ def test_nan_and_unknown_collections_are_refused(vclient: Client, name: str) -> 
     with pytest.raises(Exception, match=f"unknown collection '{name}'"):
         vclient.vector.search(name, ["anything"])
     assert vclient.vector.drop_collection(name, missing_ok=True).dropped is False
+
+
+def _maps_faiss(pid: int) -> bool:
+    return "faiss" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_faiss_is_loaded_only_in_the_forked_child(
+    vclient: Client, name: str, vector_workers: list[WorkerProcess]
+) -> None:
+    vclient.vector.create_collection(name, dim=4)
+    vclient.vector.upsert(name, [{"id": "a", "vector": [1, 0, 0, 0]}])
+    for _ in range(4):
+        assert vclient.vector.search(name, [[1, 0, 0, 0]], k=1).results[0][0].id == "a"
+    for worker in vector_workers:
+        children = Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children")
+        kids = [int(pid) for pid in children.read_text().split()]
+        assert kids, "a prefork worker has a child process"
+        assert not _maps_faiss(worker.proc.pid), "the parent never loads faiss"
+        assert all(_maps_faiss(pid) for pid in kids), "each child loaded faiss after the fork"
