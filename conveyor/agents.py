@@ -17,6 +17,7 @@ from conveyor.errors import ConfigError, InvalidInput, TransientError, UnknownAg
 
 ENTRY_POINT_GROUP = "conveyor.agents"
 DEFAULT_RETRY_ON: tuple[type[Exception], ...] = (TransientError, ConnectionError, TimeoutError)
+OMITTED = "$omitted"
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +40,11 @@ class Agent:
     rate_limit: str | None
     priority: int | None
     idempotent: bool
+    record_input: bool = True
+
+    def recorded_input(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """What agent_runs keeps of a payload: all of it, or a marker for bulky inputs."""
+        return payload if self.record_input else {OMITTED: "input not recorded for this agent"}
 
     @property
     def is_async(self) -> bool:
@@ -178,6 +184,7 @@ def agent(
     rate_limit: str | None = None,
     priority: int | None = None,
     idempotent: bool = False,
+    record_input: bool = True,
 ) -> Callable[[Callable[..., Any]], Agent]: ...
 
 
@@ -195,6 +202,7 @@ def agent(
     rate_limit: str | None = None,
     priority: int | None = None,
     idempotent: bool = False,
+    record_input: bool = True,
 ) -> Agent | Callable[[Callable[..., Any]], Agent]:
     """Declare an agent. Works bare (`@agent`) or with options (`@agent(pool="memory")`).
 
@@ -204,7 +212,8 @@ def agent(
     By default a worker claims each run in PostgreSQL before running it, so a redelivered or
     resubmitted run never repeats its effect. `idempotent=True` declares that running twice
     is harmless (a pure function, say): the claim is skipped, saving a round trip per run,
-    and the run is written once, at its final state.
+    and the run is written once, at its final state. `record_input=False` keeps only a
+    marker in agent_runs.input, for agents whose inputs are bulky and kept elsewhere.
     """
 
     def register(func: Callable[..., Any]) -> Agent:
@@ -233,6 +242,7 @@ def agent(
             rate_limit=rate_limit,
             priority=priority,
             idempotent=idempotent,
+            record_input=record_input,
         )
         registry.add(spec)
         return spec

@@ -122,7 +122,7 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": False,
         "worker_consumer": "conveyor.workers.consumer:Consumer",
-        "result_extended": True,
+        "result_extended": False,
         "result_expires": 86400,
         "task_queues": queues,
         "task_default_queue": settings.pool("default").queue(prefix),

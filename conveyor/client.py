@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -52,16 +53,22 @@ class Client:
         self._finished: dict[str, Run | None] = {}
         self._parts: dict[str, list[str]] = {}
 
-    @property
+    @cached_property
     def memory(self) -> MemoryAPI:
-        """Prompt memory: remember, recall, search, forget, stats (see conveyor.memory)."""
+        """Prompt memory: remember, recall, search, forget, stats (see conveyor.memory).
+
+        Its `timeout` (seconds per call) can be changed: `client.memory.timeout = 300`.
+        """
         from conveyor.memory.api import MemoryAPI
 
         return MemoryAPI(self)
 
-    @property
+    @cached_property
     def vector(self) -> VectorAPI:
-        """Vector search: collections, upsert, delete, search (see conveyor.vector)."""
+        """Vector search: collections, upsert, delete, search (see conveyor.vector).
+
+        Its `timeout` (seconds per call) can be changed: `client.vector.timeout = 600`.
+        """
         from conveyor.vector.api import VectorAPI
 
         return VectorAPI(self)
@@ -120,27 +127,27 @@ class Client:
         ids: list[str] = []
         for start in range(0, len(items), chunk_size):
             now = datetime.now(UTC)
+            chunk = items[start : start + chunk_size]
             batch = [
                 NewRun(
                     id=str(uuid.uuid4()),
                     agent=agent,
                     pool=spec.pool,
                     queue=queue,
-                    input=p,
+                    input=spec.recorded_input(p),
                     idempotency_key=k,
                     enqueued_at=now,
                 )
-                for p, k in zip(
-                    items[start : start + chunk_size], keys[start : start + chunk_size], strict=True
-                )
+                for p, k in zip(chunk, keys[start : start + chunk_size], strict=True)
             ]
+            by_id = {run.id: payload for run, payload in zip(batch, chunk, strict=True)}
 
-            def publish(new: list[NewRun]) -> None:
+            def publish(new: list[NewRun], by_id: dict[str, Any] = by_id) -> None:
                 with self.app.producer_or_acquire() as producer:
                     for run in new:
                         self.app.send_task(
                             agent,
-                            kwargs=run.input,
+                            kwargs=by_id[run.id],
                             task_id=run.id,
                             queue=queue,
                             priority=wire_priority,

@@ -73,7 +73,7 @@ def drop_collection(request: v.DropCollection) -> v.Dropped:
     return _service().drop_collection(request)
 
 
-@agent(name="vector.upsert", pool=POOL)
+@agent(name="vector.upsert", pool=POOL, record_input=False)
 def upsert(request: v.Upsert) -> v.Upserted:
     """Insert or replace a batch of vectors (or texts to embed) atomically."""
     return _service().upsert(request)
@@ -85,7 +85,7 @@ def delete(request: v.Delete) -> v.Deleted:
     return _service().delete(request)
 
 
-@agent(name="vector.search", pool=POOL, idempotent=True)
+@agent(name="vector.search", pool=POOL, idempotent=True, record_input=False)
 def search(request: v.Search) -> v.SearchResult:
     """k nearest neighbours of a batch of queries, with metadata filters."""
     return _service().search(request)

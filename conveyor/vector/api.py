@@ -15,6 +15,7 @@ from conveyor.vector.schema import (
     Snapshotted,
     Stats,
     Upserted,
+    encode_vector,
 )
 
 if TYPE_CHECKING:
@@ -24,12 +25,21 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _query(query: str | Sequence[float]) -> dict[str, Any]:
-    return {"text": query} if isinstance(query, str) else {"vector": list(query)}
+    return {"text": query} if isinstance(query, str) else {"vector_b64": encode_vector(query)}
+
+
+def _item(item: dict[str, Any]) -> dict[str, Any]:
+    """An item with its vector sent as base64 float32 (smaller, faster than a JSON list)."""
+    if item.get("vector") is None:
+        return item
+    rest = {k: v for k, v in item.items() if k != "vector"}
+    return {**rest, "vector_b64": encode_vector(item["vector"])}
 
 
 class VectorAPI:
     """Each method runs its `vector.*` agent and returns the typed result; `upsert_async` and
-    `search_async` return the run id at once."""
+    `search_async` return the run id at once. Vectors travel as base64 float32 (`vector_b64`);
+    a plain Celery client may send JSON lists (`vector`) instead."""
 
     def __init__(self, client: Client, timeout: float | None = 120.0) -> None:
         self.client = client
@@ -65,7 +75,8 @@ class VectorAPI:
         return self._run("vector.drop_collection", payload, Dropped)
 
     def upsert_async(self, collection: str, items: list[dict[str, Any]]) -> str:
-        return self.client.submit("vector.upsert", {"collection": collection, "items": items})
+        payload = {"collection": collection, "items": [_item(i) for i in items]}
+        return self.client.submit("vector.upsert", payload)
 
     def upsert(self, collection: str, items: list[dict[str, Any]]) -> Upserted:
         """Write items `{"id", "vector" and/or "text", "metadata"}`, all or none."""

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from conveyor.vector.embedders import Vectors
 from conveyor.vector.store import Change
@@ -103,13 +104,13 @@ class Replica:
                 fresh.append(change.vector)
             self.applied = max(self.applied, change.seq)
         self._retire(gone)
-        if fresh:
-            vectors = np.frombuffer(b"".join(fresh), dtype="<f4").reshape(len(fresh), self.dim)
-            self.index.add_with_ids(self._prepare(vectors), np.asarray(fresh_labels, np.int64))
-        if self._wanted_kind(self.size) != self.built or len(self.retired) > COMPACT_RATIO * max(
-            1, self.index.ntotal
-        ):
-            self.rebuild()
+        vectors = np.frombuffer(b"".join(fresh), dtype="<f4").reshape(len(fresh), self.dim)
+        vectors, labels = self._prepare(vectors), np.asarray(fresh_labels, np.int64)
+        crowded = len(self.retired) > COMPACT_RATIO * max(1, self.index.ntotal)
+        if self._wanted_kind(self.size) != self.built or crowded:
+            self.rebuild(vectors, labels)
+        elif fresh:
+            self.index.add_with_ids(vectors, labels)
 
     def _retire(self, labels: list[int]) -> None:
         if not labels:
@@ -125,14 +126,31 @@ class Replica:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.vstack([self.index.reconstruct(int(label)) for label in labels])
 
-    def rebuild(self) -> None:
-        """A fresh index of the live vectors, of the kind their number calls for."""
-        labels = sorted(self.ids)
-        vectors = self.live_vectors(labels)
+    def _all_live(self) -> tuple[Vectors, npt.NDArray[np.int64]]:
+        """Every live vector and its label, read from the index in one pass."""
+        faiss = _faiss()
+        inner = faiss.downcast_index(self.index.index)
+        if inner.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        vectors = inner.reconstruct_n(0, inner.ntotal)
+        labels = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        keep = np.fromiter((int(label) in self.ids for label in labels), bool, len(labels))
+        return vectors[keep], labels[keep]
+
+    def rebuild(
+        self,
+        extra: Vectors | None = None,
+        extra_labels: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        """A fresh index of the live vectors (plus `extra`), of the kind their number needs."""
+        vectors, labels = self._all_live()
+        if extra is not None and extra_labels is not None and len(extra_labels):
+            vectors = np.vstack([vectors, extra])
+            labels = np.concatenate([labels, extra_labels])
         kind = self._wanted_kind(len(labels))
         index = self._new_index(kind, len(labels), vectors if kind == "ivf" else None)
-        if labels:
-            index.add_with_ids(vectors, np.asarray(labels, dtype=np.int64))
+        if len(labels):
+            index.add_with_ids(np.ascontiguousarray(vectors), labels)
         self.index, self.built, self.retired = index, kind, set()
 
     def search(

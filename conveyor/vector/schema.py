@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Annotated, Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -37,6 +40,46 @@ def _finite(vector: list[float]) -> list[float]:
 
 
 Vector = Annotated[list[float], Field(min_length=1, max_length=65536), AfterValidator(_finite)]
+
+
+def decode_vector(value: str) -> npt.NDArray[np.float32]:
+    """A base64 string of little-endian float32 values as an array."""
+    return np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4").astype(np.float32)
+
+
+def encode_vector(values: Any) -> str:
+    """The base64 form of a vector (any sequence of numbers)."""
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+def _b64_vector(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueError("is not valid base64") from None
+    if not raw or len(raw) % 4:
+        raise ValueError(f"decodes to {len(raw)} bytes, not a whole number of float32 values")
+    array = np.frombuffer(raw, dtype="<f4")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(
+            f"value {bad[0]} is {array[bad[0]]}; vectors must be finite (no NaN or infinity)"
+        )
+    return value
+
+
+VectorB64 = Annotated[str, Field(max_length=350_000), AfterValidator(_b64_vector)]
+"""A vector as base64 of little-endian float32: far smaller and faster than a JSON list."""
+
+
+class _HasVector(BaseModel):
+    vector: Vector | None = None
+    vector_b64: VectorB64 | None = None
+
+    def array(self) -> npt.NDArray[np.float32] | None:
+        if self.vector_b64 is not None:
+            return decode_vector(self.vector_b64)
+        return None if self.vector is None else np.asarray(self.vector, dtype=np.float32)
 
 
 def _text(value: str | None) -> str | None:
@@ -78,19 +121,20 @@ class Dropped(BaseModel):
     dropped: bool
 
 
-class NewVector(BaseModel):
+class NewVector(_HasVector):
     """One item to upsert: a vector, or a text the collection's embedder turns into one."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: ItemId
-    vector: Vector | None = None
     text: Annotated[str | None, AfterValidator(_text)] = Field(default=None, max_length=1_000_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _vector_or_text(self) -> NewVector:
-        if self.vector is None and self.text is None:
+        if self.vector is not None and self.vector_b64 is not None:
+            raise ValueError("give vector or vector_b64, not both")
+        if self.vector is None and self.vector_b64 is None and self.text is None:
             raise ValueError("give a vector, a text to embed, or both")
         return self
 
@@ -132,16 +176,16 @@ class Deleted(BaseModel):
     seq: int
 
 
-class Query(BaseModel):
+class Query(_HasVector):
     model_config = ConfigDict(extra="forbid")
 
-    vector: Vector | None = None
     text: Annotated[str | None, AfterValidator(_text)] = Field(default=None, max_length=100_000)
 
     @model_validator(mode="after")
     def _one(self) -> Query:
-        if (self.vector is None) == (self.text is None):
-            raise ValueError("give exactly one of vector or text")
+        given = [x for x in (self.vector, self.vector_b64, self.text) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of vector, vector_b64 or text")
         return self
 
 

@@ -96,6 +96,7 @@ class VectorService:
         self.cache = cache or EmbeddingCache(None)
         self.snapshot_dir = snapshot_dir
         self._replicas: dict[str, Replica] = {}
+        self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
 
     def _embedder(self, op: str, name: str) -> Embedder:
@@ -116,6 +117,7 @@ class VectorService:
             )
         with self._lock:
             self._replicas.pop(request.name, None)
+            self._collections.pop(request.name, None)
         return Dropped(name=request.name, dropped=dropped)
 
     def _vectors(
@@ -151,15 +153,13 @@ class VectorService:
     def upsert(self, request: Upsert) -> Upserted:
         collection = self.store.get("vector.upsert", request.collection)
         items = request.items
-        vectors = self._vectors(
-            "vector.upsert", "items", collection, [i.vector for i in items], [i.text for i in items]
-        )
-        embedder = (
-            get_embedder(collection.embedder) if any(i.vector is None for i in items) else None
-        )
+        given = [i.array() for i in items]
+        texts = [i.text for i in items]
+        vectors = self._vectors("vector.upsert", "items", collection, given, texts)
+        embedder = get_embedder(collection.embedder) if any(v is None for v in given) else None
         made_by = [
-            (embedder.name, embedder.version) if i.vector is None and embedder else (None, None)
-            for i in items
+            (embedder.name, embedder.version) if v is None and embedder else (None, None)
+            for v in given
         ]
         seq = self.store.upsert(
             collection.name,
@@ -177,19 +177,45 @@ class VectorService:
         return Deleted(collection=request.collection, deleted=count, seq=seq)
 
     def replica(self, op: str, name: str) -> Replica:
-        """This process's replica of the collection, caught up to its latest seq."""
-        head = self.store.head(name)
-        if head is None:
-            raise _invalid(op, ("collection",), f"unknown collection {name!r}")
-        generation, _ = head
+        """This process's replica of the collection, caught up to its latest seq.
+
+        One query checks the generation and reads the new rows; a replica of a dropped and
+        re-created collection is replaced.
+        """
         with self._lock:
             replica = self._replicas.get(name)
-            if replica is None or replica.generation != generation:
-                replica = self._load(op, name, generation)
-                self._replicas[name] = replica
+        if replica is None:
+            replica = self._replace(op, name)
+        found = self.store.catch_up(name, replica.applied)
+        if found is None:
+            raise _invalid(op, ("collection",), f"unknown collection {name!r}")
+        generation, changes = found
+        if generation != replica.generation:
+            replica = self._replace(op, name)
+            changes = self.store.changes_since(name, replica.applied)
         with replica.lock:
-            replica.apply(self.store.changes_since(name, replica.applied))
+            replica.apply([c for c in changes if c.seq > replica.applied])
         return replica
+
+    def _replace(self, op: str, name: str) -> Replica:
+        """A replica of the collection's current generation (from a snapshot if there is one)."""
+        collection = self.store.get(op, name)
+        generation = self.store.head(name)
+        if generation is None:
+            raise _invalid(op, ("collection",), f"unknown collection {name!r}")
+        with self._lock:
+            replica = self._replicas.get(name)
+            if replica is None or replica.generation != generation[0]:
+                replica = self._load(op, name, generation[0])
+                self._replicas[name] = replica
+                self._collections[name] = collection
+        return replica
+
+    def collection(self, op: str, name: str) -> Collection:
+        """The collection's settings, as of the replica this process holds."""
+        self.replica(op, name)
+        with self._lock:
+            return self._collections[name]
 
     def _load(self, op: str, name: str, generation: str) -> Replica:
         """The newest snapshot of this generation, or an empty replica."""
@@ -228,15 +254,16 @@ class VectorService:
         )
 
     def search(self, request: Search) -> SearchResult:
-        collection = self.store.get("vector.search", request.collection)
+        replica = self.replica("vector.search", request.collection)
+        with self._lock:
+            collection = self._collections[request.collection]
         queries = self._vectors(
             "vector.search",
             "queries",
             collection,
-            [q.vector for q in request.queries],
+            [q.array() for q in request.queries],
             [q.text for q in request.queries],
         )
-        replica = self.replica("vector.search", collection.name)
         if request.min_seq is not None and replica.applied < request.min_seq:
             raise TransientError(
                 f"replica of {collection.name!r} is at seq {replica.applied}, "

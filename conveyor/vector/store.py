@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from conveyor.errors import InvalidInput
@@ -192,6 +192,25 @@ class VectorStore:
                     .values(deleted=True, vector=None, seq=first + i, updated_at=func.now())
                 )
         return len(live), first + len(live) - 1
+
+    def catch_up(self, name: str, seq: int) -> tuple[str, list[Change]] | None:
+        """The collection's generation and the rows written after `seq`, in one query."""
+        statement = (
+            select(VectorCollection.generation, VectorItem.id, VectorItem.seq, VectorItem.vector)
+            .select_from(VectorCollection)
+            .outerjoin(
+                VectorItem,
+                and_(VectorItem.collection == VectorCollection.name, VectorItem.seq > seq),
+            )
+            .where(VectorCollection.name == name)
+            .order_by(VectorItem.seq)
+        )
+        with self._reads.connect() as conn:
+            rows = conn.execute(statement).all()
+        if not rows:
+            return None
+        changes = [Change(id=r.id, seq=r.seq, vector=r.vector) for r in rows if r.id is not None]
+        return rows[0].generation, changes
 
     def changes_since(self, name: str, seq: int) -> list[Change]:
         """Every row written after `seq`, in seq order."""

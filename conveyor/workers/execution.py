@@ -136,7 +136,7 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         agent=spec.name,
         pool=spec.pool,
         queue=delivery_queue,
-        input=payload,
+        input=spec.recorded_input(payload),
         idempotency_key=getattr(req, HEADER_IDEMPOTENCY_KEY, None) or None,
         parent_id=req.parent_id,
         root_id=req.root_id if req.root_id != req.id else None,

@@ -188,3 +188,25 @@ def test_faiss_is_loaded_only_in_the_forked_child(
         assert kids, "a prefork worker has a child process"
         assert not _maps_faiss(worker.proc.pid), "the parent never loads faiss"
         assert all(_maps_faiss(pid) for pid in kids), "each child loaded faiss after the fork"
+
+
+def test_a_dropped_and_recreated_collection_starts_empty(vclient: Client, name: str) -> None:
+    vclient.vector.create_collection(name, dim=4)
+    vclient.vector.upsert(name, [{"id": "old", "vector": [1, 0, 0, 0]}])
+    for _ in range(3):
+        assert vclient.vector.search(name, [[1, 0, 0, 0]], k=5).results[0][0].id == "old"
+    assert vclient.vector.drop_collection(name).dropped
+    vclient.vector.create_collection(name, dim=4)
+    vclient.vector.upsert(name, [{"id": "new", "vector": [1, 0, 0, 0]}])
+    for _ in range(3):
+        assert [m.id for m in vclient.vector.search(name, [[1, 0, 0, 0]], k=5).results[0]] == [
+            "new"
+        ]
+
+
+def test_bulky_search_inputs_are_not_kept_in_agent_runs(vclient: Client, name: str) -> None:
+    vclient.vector.create_collection(name, dim=4)
+    run_id = vclient.vector.search_async(name, [[1, 0, 0, 0]], k=1)
+    run = vclient.wait(run_id, timeout=60)
+    assert run.status is RunStatus.SUCCEEDED
+    assert run.input == {"$omitted": "input not recorded for this agent"}
