@@ -13,14 +13,33 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Engine, and_, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from conveyor.errors import InvalidInput
 from conveyor.filters import Where, where_clause
 from conveyor.models.vector import VectorCollection, VectorItem
 from conveyor.vector.embedders import Vectors
 from conveyor.vector.schema import Collection, CreateCollection
+
+_DETAILS = select(VectorItem.seq, VectorItem.id, VectorItem.meta, VectorItem.text).where(
+    VectorItem.collection == bindparam("name"),
+    VectorItem.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))),
+)
+_CATCH_UP = (
+    select(VectorCollection.generation, VectorItem.id, VectorItem.seq, VectorItem.vector)
+    .select_from(VectorCollection)
+    .outerjoin(
+        VectorItem,
+        and_(
+            VectorItem.collection == VectorCollection.name,
+            VectorItem.seq > bindparam("seq", type_=BigInteger),
+        ),
+    )
+    .where(VectorCollection.name == bindparam("name"))
+    .order_by(VectorItem.seq)
+)
+"""Built once: constant SQL, so psycopg prepares it after a few uses."""
 
 
 @dataclass(frozen=True)
@@ -195,18 +214,8 @@ class VectorStore:
 
     def catch_up(self, name: str, seq: int) -> tuple[str, list[Change]] | None:
         """The collection's generation and the rows written after `seq`, in one query."""
-        statement = (
-            select(VectorCollection.generation, VectorItem.id, VectorItem.seq, VectorItem.vector)
-            .select_from(VectorCollection)
-            .outerjoin(
-                VectorItem,
-                and_(VectorItem.collection == VectorCollection.name, VectorItem.seq > seq),
-            )
-            .where(VectorCollection.name == name)
-            .order_by(VectorItem.seq)
-        )
         with self._reads.connect() as conn:
-            rows = conn.execute(statement).all()
+            rows = conn.execute(_CATCH_UP, {"name": name, "seq": seq}).all()
         if not rows:
             return None
         changes = [Change(id=r.id, seq=r.seq, vector=r.vector) for r in rows if r.id is not None]
@@ -240,11 +249,7 @@ class VectorStore:
     def details(self, name: str, seqs: Sequence[int]) -> dict[int, Any]:
         """id, metadata and text of the items now at these seqs."""
         with self._reads.connect() as conn:
-            rows = conn.execute(
-                select(VectorItem.seq, VectorItem.id, VectorItem.meta, VectorItem.text).where(
-                    VectorItem.collection == name, VectorItem.seq.in_(list(seqs))
-                )
-            ).all()
+            rows = conn.execute(_DETAILS, {"name": name, "seqs": list(seqs)}).all()
         return {r.seq: r for r in rows}
 
     def counts(self, name: str) -> tuple[int, int]:
