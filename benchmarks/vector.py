@@ -19,7 +19,7 @@ QPS, --rounds rounds, method order rotating, all --queries in batches of --batch
   conveyor_seq   one client.vector.search(name, batch, k) after another (submit + wait)
   conveyor_pipe  all batches submitted with search_async, then client.wait_many(ids)
   raw_faiss      faiss.IndexHNSWFlat(384, 32, IP), efConstruction 80, built in this process
-                 on the same vectors; search(batch, k) with efSearch = max(64, 4k) as the replica
+                 on the same vectors; search(batch, k) with efSearch = max(128, 8k) as the replica
 Target: recall@10 >= 0.95 at conveyor QPS >= 70 % of raw faiss (judged per set, both modes).
 Latency, ms: --count-latency sequential single-vector searches on A versus conveyor.ping
 round trips, after --warmup, interleaved in blocks of --block. Target: p50 <= 2 x ping p50.
@@ -222,13 +222,13 @@ class Bench:
 
 
 def raw_faiss(data: F32, k: int) -> tuple[Any, Any, float]:
-    from conveyor.vector.replica import _faiss
+    from conveyor.vector.replica import _faiss, default_ef_search
 
     faiss, t0 = _faiss(), time.perf_counter()
     index = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 80
     index.add(data)
-    params = faiss.SearchParametersHNSW(efSearch=max(64, 4 * k))
+    params = faiss.SearchParametersHNSW(efSearch=default_ef_search(k))
     return index, params, time.perf_counter() - t0
 
 

@@ -95,6 +95,7 @@ class VectorAPI:
         where: dict[str, Any] | None = None,
         min_seq: int | None = None,
         with_vectors: bool = False,
+        ef_search: int | None = None,
     ) -> str:
         payload: dict[str, Any] = {
             "collection": collection,
@@ -105,6 +106,8 @@ class VectorAPI:
         }
         if min_seq is not None:
             payload["min_seq"] = min_seq
+        if ef_search is not None:
+            payload["ef_search"] = ef_search
         return self.client.submit("vector.search", payload)
 
     def search(
@@ -116,10 +119,18 @@ class VectorAPI:
         where: dict[str, Any] | None = None,
         min_seq: int | None = None,
         with_vectors: bool = False,
+        ef_search: int | None = None,
     ) -> SearchResult:
-        """k best matches per query (a text or a vector); `min_seq` reads your writes."""
+        """k best matches per query (a text or a vector); `min_seq` reads your writes;
+        `ef_search` widens (or narrows) an HNSW search, default max(128, 8k)."""
         run_id = self.search_async(
-            collection, queries, k=k, where=where, min_seq=min_seq, with_vectors=with_vectors
+            collection,
+            queries,
+            k=k,
+            where=where,
+            min_seq=min_seq,
+            with_vectors=with_vectors,
+            ef_search=ef_search,
         )
         return SearchResult.model_validate(self.client.result(run_id, timeout=self.timeout))
 

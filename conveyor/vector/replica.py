@@ -26,6 +26,13 @@ IVF_MIN_TRAIN = 1024
 """An `ivf` collection stays exact until it has this many vectors to train on."""
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
+
+
+def default_ef_search(k: int) -> int:
+    """HNSW search breadth when a search names none: max(128, 8k)."""
+    return max(128, 8 * k)
+
+
 COMPACT_RATIO = 0.2
 
 
@@ -154,7 +161,11 @@ class Replica:
         self.index, self.built, self.retired = index, kind, set()
 
     def search(
-        self, queries: Vectors, k: int, allowed: Sequence[int] | None = None
+        self,
+        queries: Vectors,
+        k: int,
+        allowed: Sequence[int] | None = None,
+        ef_search: int | None = None,
     ) -> list[list[tuple[int, float]]]:
         """The k best (label, score) per query; score is higher-better for every metric."""
         queries = self._prepare(queries)
@@ -162,14 +173,14 @@ class Replica:
             present = [label for label in allowed if label in self.ids]
             if self.built == "flat" or len(present) < EXACT_BELOW:
                 return self._exact(queries, k, present)
-            found = self._indexed(queries, k, present)
+            found = self._indexed(queries, k, present, ef_search)
             if all(len(row) >= min(k, len(present)) for row in found):
                 return found
             return self._exact(queries, k, present)
-        return self._indexed(queries, k, None)
+        return self._indexed(queries, k, None, ef_search)
 
     def _indexed(
-        self, queries: Vectors, k: int, allowed: Sequence[int] | None
+        self, queries: Vectors, k: int, allowed: Sequence[int] | None, ef_search: int | None
     ) -> list[list[tuple[int, float]]]:
         faiss = _faiss()
         selector = None
@@ -179,7 +190,8 @@ class Replica:
             retired = faiss.IDSelectorBatch(np.asarray(sorted(self.retired), dtype=np.int64))
             selector = faiss.IDSelectorNot(retired)
         if self.built == "hnsw":
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(64, 4 * k))
+            ef = max(k, ef_search or default_ef_search(k))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
         elif self.built == "ivf":
             nlist = faiss.extract_index_ivf(self.index.index).nlist
             params = faiss.SearchParametersIVF(sel=selector, nprobe=max(1, nlist // 8))

@@ -197,6 +197,9 @@ class Search(BaseModel):
     k: int = Field(default=10, ge=1, le=MAX_K)
     where: Where = Field(default_factory=dict)
     min_seq: int | None = Field(default=None, ge=0, description="read at least this seq")
+    ef_search: int | None = Field(
+        default=None, ge=1, le=4096, description="HNSW breadth (default max(128, 8k))"
+    )
     with_vectors: bool = False
 
 

@@ -273,7 +273,7 @@ class VectorService:
         if request.where:
             allowed = self.store.matching_seqs(collection.name, request.where, 10_000_000)
         with replica.lock:
-            found = replica.search(queries, request.k, allowed)
+            found = replica.search(queries, request.k, allowed, request.ef_search)
             seq = replica.applied
             vectors = (
                 {label: replica.live_vectors([label])[0] for row in found for label, _ in row}
