@@ -222,9 +222,9 @@ class Bench:
 
 
 def raw_faiss(data: F32, k: int) -> tuple[Any, Any, float]:
-    from conveyor.vector.replica import _faiss, default_ef_search
+    from conveyor.vector.replica import default_ef_search, load_faiss
 
-    faiss, t0 = _faiss(), time.perf_counter()
+    faiss, t0 = load_faiss(), time.perf_counter()
     index = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 80
     index.add(data)

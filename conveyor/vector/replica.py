@@ -36,7 +36,8 @@ def default_ef_search(k: int) -> int:
 COMPACT_RATIO = 0.2
 
 
-def _faiss() -> Any:
+def load_faiss() -> Any:
+    """The faiss module, imported on first use (in a worker: after the fork)."""
     import faiss
 
     return faiss
@@ -67,11 +68,11 @@ class Replica:
         return self.kind
 
     def _faiss_metric(self) -> int:
-        faiss = _faiss()
+        faiss = load_faiss()
         return int(faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT)
 
     def _new_index(self, kind: str, count: int, train: Vectors | None = None) -> Any:
-        faiss = _faiss()
+        faiss = load_faiss()
         metric = self._faiss_metric()
         if kind == "hnsw":
             inner = faiss.IndexHNSWFlat(self.dim, HNSW_M, metric)
@@ -91,7 +92,7 @@ class Replica:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.metric == "cosine":
             vectors = vectors.copy()
-            _faiss().normalize_L2(vectors)
+            load_faiss().normalize_L2(vectors)
         return vectors
 
     def apply(self, changes: Sequence[Change]) -> None:
@@ -135,7 +136,7 @@ class Replica:
 
     def _all_live(self) -> tuple[Vectors, npt.NDArray[np.int64]]:
         """Every live vector and its label, read from the index in one pass."""
-        faiss = _faiss()
+        faiss = load_faiss()
         inner = faiss.downcast_index(self.index.index)
         if inner.ntotal == 0:
             return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
@@ -182,7 +183,7 @@ class Replica:
     def _indexed(
         self, queries: Vectors, k: int, allowed: Sequence[int] | None, ef_search: int | None
     ) -> list[list[tuple[int, float]]]:
-        faiss = _faiss()
+        faiss = load_faiss()
         selector = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
@@ -229,4 +230,4 @@ class Replica:
 
 def set_faiss_threads(count: int) -> None:
     """Give faiss (OpenMP) this many threads in this process."""
-    _faiss().omp_set_num_threads(max(1, count))
+    load_faiss().omp_set_num_threads(max(1, count))

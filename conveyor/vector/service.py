@@ -211,12 +211,6 @@ class VectorService:
                 self._collections[name] = collection
         return replica
 
-    def collection(self, op: str, name: str) -> Collection:
-        """The collection's settings, as of the replica this process holds."""
-        self.replica(op, name)
-        with self._lock:
-            return self._collections[name]
-
     def _load(self, op: str, name: str, generation: str) -> Replica:
         """The newest snapshot of this generation, or an empty replica."""
         if self.snapshot_dir is not None:

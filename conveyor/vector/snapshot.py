@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from conveyor.vector.replica import Replica, _faiss
+from conveyor.vector.replica import Replica, load_faiss
 
 log = logging.getLogger(__name__)
 KEEP = 2
@@ -64,7 +64,7 @@ def write_snapshot(root: Path, collection: str, replica: Replica) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = f"{replica.applied:020d}-{time.time_ns()}"
     index_path = folder / f"{stamp}.faiss"
-    _write_synced(index_path, lambda tmp: _faiss().write_index(replica.index, str(tmp)))
+    _write_synced(index_path, lambda tmp: load_faiss().write_index(replica.index, str(tmp)))
     manifest = {
         "collection": collection,
         "generation": replica.generation,
@@ -112,7 +112,7 @@ def load_snapshot(root: Path, collection: str, generation: str) -> Replica | Non
             if _crc32(index_path) != manifest["index_crc32"]:
                 raise ValueError("index file checksum differs from the manifest")
             replica = Replica(generation, manifest["dim"], manifest["metric"], manifest["kind"])
-            replica.index = _faiss().read_index(str(index_path))
+            replica.index = load_faiss().read_index(str(index_path))
             replica.built = manifest["built"]
             replica.applied = manifest["seq"]
             replica.ids = {int(label): item for label, item in manifest["ids"].items()}
