@@ -91,9 +91,9 @@ def _vector_step(client: Client) -> dict[str, object]:
     search_ms, top = [], []
     for query in DEMO_QUERIES * 5:
         t = time.perf_counter()
-        result = client.vector.search(collection, [query], k=3)
+        result = client.vector.search(collection, [query], k=3, include=())
         search_ms.append((time.perf_counter() - t) * 1000)
-        top.append(result.results[0][0].id if result.results[0] else "")
+        top.append(result.ids[0][0] if result.ids[0] else "")
     client.vector.drop_collection(collection)
     return {
         "vector_items": len(corpus),

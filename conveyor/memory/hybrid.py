@@ -68,6 +68,6 @@ class MemoryVectors:
         if self.service.store.head(collection) is None:
             return []
         result = self.service.search(
-            Search(collection=collection, queries=[Query(text=query)], k=count)
+            Search(collection=collection, queries=[Query(text=query)], k=count, include=[])
         )
-        return [match.id for match in result.results[0]]
+        return result.ids[0]

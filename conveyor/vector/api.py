@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 from conveyor.vector.schema import (
@@ -24,8 +26,24 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _query(query: str | Sequence[float]) -> dict[str, Any]:
-    return {"text": query} if isinstance(query, str) else {"vector_b64": encode_vector(query)}
+Queries = Sequence[str | Sequence[float]] | npt.NDArray[Any]
+"""Texts, vectors, or a 2-D array of vectors (one row per query)."""
+
+
+def _queries(queries: Queries) -> dict[str, Any]:
+    """Texts one by one; vectors as one base64 matrix when they form one (rows of one length)."""
+    if isinstance(queries, np.ndarray) or not any(isinstance(q, str) for q in queries):
+        try:
+            matrix = np.asarray(queries, dtype="<f4")
+        except ValueError:
+            matrix = np.zeros(0, dtype="<f4")
+        if matrix.ndim == 2 and matrix.size:
+            return {"matrix": {"dim": matrix.shape[1], "b64": encode_vector(matrix)}}
+    return {
+        "queries": [
+            {"text": q} if isinstance(q, str) else {"vector_b64": encode_vector(q)} for q in queries
+        ]
+    }
 
 
 def _item(item: dict[str, Any]) -> dict[str, Any]:
@@ -89,20 +107,20 @@ class VectorAPI:
     def search_async(
         self,
         collection: str,
-        queries: Sequence[str | Sequence[float]],
+        queries: Queries,
         *,
         k: int = 10,
         where: dict[str, Any] | None = None,
         min_seq: int | None = None,
-        with_vectors: bool = False,
+        include: Sequence[str] = ("metadata", "text"),
         ef_search: int | None = None,
     ) -> str:
         payload: dict[str, Any] = {
             "collection": collection,
-            "queries": [_query(q) for q in queries],
+            **_queries(queries),
             "k": k,
             "where": where or {},
-            "with_vectors": with_vectors,
+            "include": list(include),
         }
         if min_seq is not None:
             payload["min_seq"] = min_seq
@@ -113,23 +131,24 @@ class VectorAPI:
     def search(
         self,
         collection: str,
-        queries: Sequence[str | Sequence[float]],
+        queries: Queries,
         *,
         k: int = 10,
         where: dict[str, Any] | None = None,
         min_seq: int | None = None,
-        with_vectors: bool = False,
+        include: Sequence[str] = ("metadata", "text"),
         ef_search: int | None = None,
     ) -> SearchResult:
         """k best matches per query (a text or a vector); `min_seq` reads your writes;
-        `ef_search` widens (or narrows) an HNSW search, default max(128, 8k)."""
+        `include` picks what comes with ids and scores ("metadata", "text", "vector"; `()` is
+        fastest); `ef_search` widens (or narrows) an HNSW search, default max(192, 8k)."""
         run_id = self.search_async(
             collection,
             queries,
             k=k,
             where=where,
             min_seq=min_seq,
-            with_vectors=with_vectors,
+            include=include,
             ef_search=ef_search,
         )
         return SearchResult.model_validate(self.client.result(run_id, timeout=self.timeout))

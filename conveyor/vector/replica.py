@@ -29,8 +29,8 @@ HNSW_EF_CONSTRUCTION = 80
 
 
 def default_ef_search(k: int) -> int:
-    """HNSW search breadth when a search names none: max(128, 8k)."""
-    return max(128, 8 * k)
+    """HNSW search breadth when a search names none: max(192, 8k)."""
+    return max(192, 8 * k)
 
 
 COMPACT_RATIO = 0.2

@@ -26,7 +26,6 @@ from conveyor.vector.schema import (
     Deleted,
     DropCollection,
     Dropped,
-    Match,
     Search,
     SearchResult,
     SnapshotRequest,
@@ -247,17 +246,23 @@ class VectorService:
             seconds=round(time.perf_counter() - started, 3),
         )
 
+    def _queries(self, collection: Collection, request: Search) -> Vectors:
+        if request.matrix is None:
+            given, texts = [q.array() for q in request.queries], [q.text for q in request.queries]
+            return self._vectors("vector.search", "queries", collection, given, texts)
+        if request.matrix.dim != collection.dim:
+            raise _invalid(
+                "vector.search",
+                ("matrix", "dim"),
+                f"is {request.matrix.dim}; collection {collection.name!r} has dim {collection.dim}",
+            )
+        return request.matrix.array()
+
     def search(self, request: Search) -> SearchResult:
         replica = self.replica("vector.search", request.collection)
         with self._lock:
             collection = self._collections[request.collection]
-        queries = self._vectors(
-            "vector.search",
-            "queries",
-            collection,
-            [q.array() for q in request.queries],
-            [q.text for q in request.queries],
-        )
+        queries = self._queries(collection, request)
         if request.min_seq is not None and replica.applied < request.min_seq:
             raise TransientError(
                 f"replica of {collection.name!r} is at seq {replica.applied}, "
@@ -266,30 +271,40 @@ class VectorService:
         allowed = None
         if request.where:
             allowed = self.store.matching_seqs(collection.name, request.where, 10_000_000)
+        include = set(request.include)
         with replica.lock:
             found = replica.search(queries, request.k, allowed, request.ef_search)
             seq = replica.applied
+            ids = {label: replica.ids[label] for row in found for label, _ in row}
             vectors = (
-                {label: replica.live_vectors([label])[0] for row in found for label, _ in row}
-                if request.with_vectors
+                {label: replica.live_vectors([label])[0].tolist() for label in ids}
+                if "vector" in include
                 else {}
             )
-        details = self.store.details(collection.name, [label for row in found for label, _ in row])
-        results = [
-            [
-                Match(
-                    id=details[label].id,
-                    score=score,
-                    metadata=details[label].metadata,
-                    text=details[label].text,
-                    vector=vectors[label].tolist() if label in vectors else None,
-                )
-                for label, score in row
-                if label in details
-            ]
-            for row in found
-        ]
-        return SearchResult(collection=collection.name, seq=seq, results=results)
+        if include & {"metadata", "text"}:
+            details = self.store.details(collection.name, list(ids))
+            found = [[(label, score) for label, score in row if label in details] for row in found]
+        return SearchResult(
+            collection=collection.name,
+            seq=seq,
+            ids=[[ids[label] for label, _ in row] for row in found],
+            scores=[[score for _, score in row] for row in found],
+            metadata=(
+                [[details[label].metadata for label, _ in row] for row in found]
+                if "metadata" in include
+                else None
+            ),
+            texts=(
+                [[details[label].text for label, _ in row] for row in found]
+                if "text" in include
+                else None
+            ),
+            vectors=(
+                [[vectors[label] for label, _ in row] for row in found]
+                if "vector" in include
+                else None
+            ),
+        )
 
     def stats(self, request: StatsRequest) -> Stats:
         collection = self.store.get("vector.stats", request.collection)

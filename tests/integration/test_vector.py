@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conveyor import Client, ConveyorApp, InvalidInput, RunStatus
+from conveyor.vector.schema import encode_vector
 from tests.support.workers import WorkerProcess
 
 
@@ -69,7 +70,7 @@ def test_writes_through_one_worker_are_read_through_the_other(vclient: Client, n
         result = vclient.result(sid, timeout=60)
         search_runs.append(sid)
         assert result["seq"] >= max(upserted["seq"], deleted.seq)
-        assert [m["id"] for m in result["results"][0]] == _exact(model, query, 10)
+        assert result["ids"][0] == _exact(model, query, 10)
     served = {vclient.get(r).worker for r in search_runs} | {
         vclient.get(r).worker for r in upsert_runs
     }
@@ -93,6 +94,12 @@ def test_texts_are_embedded_and_found_by_text_with_filters(vclient: Client, name
         name, ["bread"], k=10, where={"kind": "recipe", "year": {"gte": 2023}}
     )
     assert {m.id for m in recent.results[0]} == {"a", "d"}
+    compact = vclient.vector.search(name, ["bake sourdough bread"], k=2, include=())
+    assert compact.ids == [[m.id for m in result.results[0]]]
+    assert compact.scores == [[m.score for m in result.results[0]]]
+    assert (compact.metadata, compact.texts, compact.vectors) == (None, None, None)
+    only = vclient.vector.search(name, ["bake sourdough bread"], k=1, include=["vector"])
+    assert only.texts is None and only.vectors is not None and len(only.vectors[0][0]) == 384
     stats = vclient.vector.stats(name)
     assert (stats.items, stats.collection.dim, stats.collection.embedder) == (4, 384, "hashing")
 
@@ -118,6 +125,11 @@ def test_a_seeded_corpus_keeps_hnsw_recall_above_the_floor(vclient: Client, name
         for row, q in zip(result.results, queries, strict=True)
     )
     assert hits / 400 >= 0.95
+    one_by_one = vclient.submit(
+        "vector.search",
+        {"collection": name, "queries": [{"vector": q.tolist()} for q in queries[:5]], "k": 10},
+    )
+    assert vclient.result(one_by_one, timeout=60)["ids"] == result.ids[:5]
     rare = vclient.vector.search(name, [queries[0].tolist()], k=20, where={"rare": True})
     assert sorted(int(m.id) for m in rare.results[0]) == list(range(0, 3000, 300))
     assert vclient.vector.stats(name).replica_kind == "hnsw"
@@ -142,6 +154,12 @@ def test_a_seeded_corpus_keeps_hnsw_recall_above_the_floor(vclient: Client, name
         ("vector.search", {"queries": [{"vector": [1, 2, 3, 4]}], "k": 0}, "k", "greater"),
         ("vector.search", {"queries": [{"vector": [1, 2, 3, 4]}], "k": 5000}, "k", "1000"),
         ("vector.search", {"queries": [{"vector": [1, 2, 3]}]}, "queries.0.vector", "dim 4"),
+        (
+            "vector.search",
+            {"matrix": {"dim": 3, "b64": encode_vector([1, 2, 3, 4, 5, 6])}},
+            "matrix.dim",
+            "dim 4",
+        ),
     ],
 )
 def test_bad_input_is_refused_and_nothing_is_written(

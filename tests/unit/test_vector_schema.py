@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from conveyor.vector.schema import Query, Upsert, decode_vector, encode_vector
+from conveyor.vector.schema import (
+    Query,
+    Search,
+    SearchResult,
+    Upsert,
+    decode_vector,
+    encode_vector,
+)
 
 
 def test_base64_vectors_round_trip_exactly() -> None:
@@ -44,3 +52,47 @@ def test_duplicate_ids_in_a_batch_are_named() -> None:
     items = [{"id": "a", "vector": [1.0]}, {"id": "b", "text": "t"}, {"id": "a", "text": "u"}]
     with pytest.raises(ValidationError, match=r"id 'a' appears twice \(items 0 and 2\)"):
         Upsert.model_validate({"collection": "c", "items": items})
+
+
+def test_include_names_the_unknown_field_and_the_choices() -> None:
+    with pytest.raises(ValidationError, match=r"include\.0[\s\S]*'metadata', 'text' or 'vector'"):
+        Search.model_validate({"collection": "c", "queries": [{"text": "q"}], "include": ["x"]})
+
+
+def test_columnar_results_read_back_as_matches() -> None:
+    result = SearchResult(
+        collection="c", seq=3, ids=[["a", "b"], []], scores=[[0.9, 0.5], []],
+        metadata=[[{"k": 1}, {}], []],
+    )  # fmt: skip
+    assert [[(m.id, m.score, m.metadata, m.text) for m in row] for row in result.results] == [
+        [("a", 0.9, {"k": 1}, None), ("b", 0.5, {}, None)],
+        [],
+    ]
+
+
+def _matrix(rows: int, dim: int, values: int | None = None) -> dict[str, object]:
+    flat = np.arange(values if values is not None else rows * dim, dtype=np.float32)
+    return {"dim": dim, "b64": encode_vector(flat)}
+
+
+def test_a_query_matrix_decodes_once_into_rows() -> None:
+    search = Search.model_validate({"collection": "c", "matrix": _matrix(3, 4)})
+    assert search.matrix is not None and search.matrix.array().shape == (3, 4)
+    assert search.matrix.array()[2, 3] == 11.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (
+            {"matrix": _matrix(0, 4, values=10)},
+            "b64 holds 10 values, not whole rows of dim 4",
+        ),
+        ({"matrix": _matrix(1001, 2)}, "b64 holds 1001 rows; at most 1000"),
+        ({}, "give queries (at least one) or a matrix, not both"),
+        ({"matrix": _matrix(1, 2), "queries": [{"text": "q"}]}, "not both"),
+    ],
+)
+def test_bad_query_matrices_are_named(payload: dict[str, object], words: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(words)):
+        Search.model_validate({"collection": "c", **payload})
