@@ -6,9 +6,12 @@ import importlib
 import logging
 import os
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
+from celery.signals import before_task_publish
 from kombu import Queue
 
 from conveyor.agents import Agent, Registry, discover_agents
@@ -19,12 +22,25 @@ from conveyor.models.db import engine_for
 from conveyor.models.migrate import upgrade
 from conveyor.models.repository import RunRepository
 from conveyor.results import OVERRIDES as RESULT_BACKEND_OVERRIDES
+from conveyor.workers.execution import HEADER_ENQUEUED_AT
 from conveyor.workers.pools import CATCH_ALL_QUEUE
 from conveyor.workers.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 MAX_PRIORITY = 9
 OVERRIDES_MODULE = "celeryconfig"
+
+
+@before_task_publish.connect
+def _stamp_enqueue_time(
+    headers: dict[str, Any] | None = None, properties: dict[str, Any] | None = None, **_: Any
+) -> None:
+    """Every message published from here carries its enqueue time: a header for queue age
+    and queue wait, and the AMQP timestamp property that RabbitMQ's management API reads."""
+    if headers is not None and not headers.get(HEADER_ENQUEUED_AT):
+        headers[HEADER_ENQUEUED_AT] = datetime.now(UTC).isoformat()
+    if properties is not None:
+        properties.setdefault("timestamp", int(time.time()))
 
 
 class ConveyorApp(Celery):
@@ -131,6 +147,9 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
     }
+    if prefix:
+        config["event_exchange"] = f"{prefix}celeryev"
+        config["control_exchange"] = f"{prefix}celery"
     if str(settings.broker_url).startswith("redis"):
         config["broker_transport_options"] = {
             "visibility_timeout": settings.visibility_timeout,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigError
@@ -19,6 +19,7 @@ ENV_PREFIX = "CONVEYOR_"
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
 DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+MIN_FLOWER_PASSWORD = 8
 
 
 def _scheme(url: str) -> str:
@@ -48,6 +49,12 @@ class Settings(BaseSettings):
     memory_max_batch: int = Field(default=1000, ge=1)
     memory_max_ttl_seconds: int = Field(default=10 * 365 * 86400, ge=1)
     memory_max_window: int = Field(default=10_000, ge=1)
+    flower_basic_auth: SecretStr | None = None
+    """`user:password[,user2:password2]` for `conveyor flower`; required outside embedded mode."""
+    rabbitmq_management_url: str | None = None
+    """RabbitMQ management API (http://user:password@host:15672/): unacked counts and ages."""
+    exporter_token: str | None = Field(default=None, min_length=16)
+    """Bearer token the exporter requires on /metrics and /scale; unset means open."""
 
     @field_validator("broker_url")
     @classmethod
@@ -72,6 +79,26 @@ class Settings(BaseSettings):
         if _scheme(value) not in DATABASE_SCHEMES:
             raise ValueError(f"scheme {_scheme(value)!r} is not PostgreSQL; use postgresql://")
         return "postgresql+psycopg://" + value.split("://", 1)[1]
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _check_flower_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        """Every entry is user:password with a password of 8+ characters; never echoed."""
+        if value is None:
+            return None
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty; unset it or give user:password[,user2:password2]")
+        entries = [e.strip() for e in value.get_secret_value().split(",")]
+        for number, entry in enumerate(entries, 1):
+            user, colon, password = entry.partition(":")
+            where = f"entry {number} of {len(entries)}"
+            if not colon or not user.strip():
+                raise ValueError(f"{where} is not user:password (entries are comma-separated)")
+            if len(password) < MIN_FLOWER_PASSWORD:
+                raise ValueError(
+                    f"{where} has a password shorter than {MIN_FLOWER_PASSWORD} characters"
+                )
+        return SecretStr(",".join(entries))
 
     @field_validator("agent_modules", mode="before")
     @classmethod

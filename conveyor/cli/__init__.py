@@ -13,7 +13,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from conveyor.cli.demo import demo
-from conveyor.cli.runs import cancel, runs, status, submit
+from conveyor.cli.flower import flower
+from conveyor.cli.metrics import autoscale, exporter, status
+from conveyor.cli.runs import cancel, runs, submit
 from conveyor.cli.services import db, down, up, worker
 from conveyor.errors import ConveyorError
 
@@ -52,7 +54,20 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (up, down, worker, db, submit, runs, status, cancel, demo):
+for command in (
+    up,
+    down,
+    worker,
+    db,
+    submit,
+    runs,
+    status,
+    cancel,
+    demo,
+    flower,
+    exporter,
+    autoscale,
+):
     cli.add_command(command)
 
 

@@ -13,7 +13,6 @@ from conveyor.cli.common import get_app, json_option, print_json, print_table
 from conveyor.client import Client
 from conveyor.errors import ConveyorError
 from conveyor.models.runs import RunStatus
-from conveyor.workers.inspect import queue_depths, workers_by_pool
 
 _AGO = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -146,43 +145,6 @@ def runs(
         f"{len(found)} run(s)",
         ["id", "agent", "status", "attempts", "worker", "enqueued", "latency", "error"],
         rows,
-    )
-
-
-@click.command()
-@json_option
-def status(as_json: bool) -> None:
-    """Queue depth per queue, live workers per pool, and recent failures."""
-    app = get_app()
-    depths, workers = queue_depths(app), workers_by_pool(app)
-    failures = [
-        r for s in (RunStatus.FAILED, RunStatus.REJECTED) for r in app.runs.find(status=s, limit=5)
-    ]
-    failures.sort(
-        key=lambda r: r.finished_at or r.enqueued_at or datetime.min.replace(tzinfo=UTC),
-        reverse=True,
-    )
-    if as_json:
-        print_json(
-            {
-                "queues": depths,
-                "workers": workers,
-                "recent_failures": [
-                    f.model_dump(mode="json", exclude={"error_traceback"}) for f in failures[:5]
-                ],
-            }
-        )
-        return
-    print_table("queues", ["queue", "ready"], sorted(depths.items()))
-    print_table(
-        "workers",
-        ["pool", "workers"],
-        [(p, ", ".join(workers.get(p, [])) or "none") for p in sorted(app.settings.pools)],
-    )
-    print_table(
-        "recent failures",
-        ["id", "agent", "status", "error"],
-        [(f.id, f.agent, f.status.value, (f.error_message or "")[:80]) for f in failures[:5]],
     )
 
 

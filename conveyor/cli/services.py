@@ -35,7 +35,16 @@ def stop_on_signals() -> threading.Event:
     "--pool", "pools", multiple=True, help="Run only this pool (repeatable). Default: all."
 )
 @click.option("--loglevel", type=LOGLEVELS, default="WARNING", show_default=True)
-def up(pools: tuple[str, ...], loglevel: str) -> None:
+@click.option(
+    "--autoscale",
+    "autoscale_interval",
+    type=click.FloatRange(0.1, 3600),
+    is_flag=False,
+    flag_value=15.0,
+    help="Scale each pool's workers on queue depth, polling every N seconds (default 15), "
+    "as `conveyor autoscale` does.",
+)
+def up(pools: tuple[str, ...], loglevel: str, autoscale_interval: float | None) -> None:
     """Run the embedded services (when unconfigured) and one worker per pool, in the foreground.
 
     Ctrl-C or SIGTERM stops the workers with a warm shutdown (running tasks finish or go
@@ -46,6 +55,21 @@ def up(pools: tuple[str, ...], loglevel: str) -> None:
     for name in names:
         app.settings.pool(name)
     stop = stop_on_signals()
+    if autoscale_interval is not None:
+        from conveyor.metrics.autoscale import LocalAutoscaler
+
+        click.echo(f"conveyor up: autoscaling {', '.join(names)}; Ctrl-C to stop", err=True)
+        LocalAutoscaler(
+            app,
+            names,
+            interval=autoscale_interval,
+            loglevel=loglevel,
+            log_dir=str(app.settings.data_dir / "logs"),
+            on_event=lambda e: click.echo(f"{e.pool}: {e.action} -> {e.replicas}", err=True),
+        ).run(stop)
+        if app.embedded:
+            Embedded(app.settings.data_dir).stop()
+        return
     supervisor = Supervisor(
         app,
         names,

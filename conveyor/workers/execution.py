@@ -11,6 +11,7 @@ from celery import Task
 from celery.exceptions import Ignore, Retry, TimeLimitExceeded
 from celery.signals import task_revoked
 from celery.utils.time import get_exponential_backoff_interval
+from celery.worker.request import Request
 
 from conveyor.agents import Agent
 from conveyor.context import RunContext, _current
@@ -28,9 +29,22 @@ HEADER_ENQUEUED_AT = "conveyor_enqueued_at"
 HEADER_IDEMPOTENCY_KEY = "conveyor_idempotency_key"
 
 
+class AgentRequest(Request):
+    """A worker's request for an agent run: its task-started event also carries the agent
+    name and the enqueue time, so the exporter can measure queue wait from events alone."""
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        if type == "task-started":
+            fields.setdefault("name", self.name)
+            headers = cast(Any, self).request_dict
+            fields.setdefault("enqueued_at", headers.get(HEADER_ENQUEUED_AT))
+        super().send_event(type, **fields)
+
+
 class AgentTask(Task[Any, Any]):
     """The Celery task class of every agent."""
 
+    Request = "conveyor.workers.execution:AgentRequest"
     agent: Agent
     typing = False
     acks_late = True

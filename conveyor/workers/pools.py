@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PoolKind = Literal["prefork", "threads", "solo"]
 CATCH_ALL_QUEUE = "celery"
@@ -22,6 +22,21 @@ class Pool(BaseModel):
     prefetch_multiplier: int = Field(default=1, ge=1, le=1000)
     max_tasks_per_child: int | None = Field(default=None, ge=1)
     max_memory_per_child_kb: int | None = Field(default=None, ge=1024)
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    """Fewest workers the autoscalers keep (0 lets an idle pool scale to zero)."""
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+    target_per_slot: float = Field(default=1.0, gt=0)
+    """Backlog (ready + reserved) one concurrency slot should carry."""
+    target_drain_seconds: float = Field(default=60.0, gt=0)
+    """How old the oldest waiting message may get before the pool scales out on age alone."""
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> Pool:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}"
+            )
+        return self
 
     def queue(self, prefix: str) -> str:
         """The broker queue this pool's agents are routed to."""

@@ -27,6 +27,37 @@ def worker_command(
     return argv + (["--concurrency", str(concurrency)] if concurrency else [])
 
 
+def worker_env(app: ConveyorApp) -> dict[str, str]:
+    """The environment of a worker process: this one, with the app's resolved services."""
+    s = app.settings
+    return {
+        **os.environ,
+        "CONVEYOR_BROKER_URL": str(s.broker_url),
+        "CONVEYOR_DATABASE_URL": str(s.database_url),
+        "CONVEYOR_RESULT_BACKEND": str(s.result_backend),
+        "CONVEYOR_DATA_DIR": str(s.data_dir),
+    }
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace: float) -> None:
+    """Warm shutdown (SIGTERM) of every process, then SIGKILL of any group left after `grace`."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d did not stop in %.0fs; killing it", proc.pid, grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+
 @dataclass
 class Supervisor:
     """Starts `conveyor worker --pool NAME` for each pool and stops them all on exit."""
@@ -43,16 +74,7 @@ class Supervisor:
         return f"{pool}{self.node_suffix}@%h"
 
     def start(self) -> None:
-        env = dict(os.environ)
-        s = self.app.settings
-        env.update(
-            {
-                "CONVEYOR_BROKER_URL": str(s.broker_url),
-                "CONVEYOR_DATABASE_URL": str(s.database_url),
-                "CONVEYOR_RESULT_BACKEND": str(s.result_backend),
-                "CONVEYOR_DATA_DIR": str(s.data_dir),
-            }
-        )
+        env = worker_env(self.app)
         for pool in self.pools:
             out = None
             if self.log_dir is not None:
@@ -87,20 +109,5 @@ class Supervisor:
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL for any process group left after the grace."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        for pool, proc in self.procs.items():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "worker for pool %s did not stop in %.0fs; killing it", pool, self.grace
-                )
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
+        stop_processes(self.procs.values(), self.grace)
         self.procs.clear()

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conveyor import Client
 from conveyor.models.migrate import head_revision
+from tests.support.cli import conveyor
 from tests.support.services import scratch_database
-from tests.support.workers import ROOT
-
-
-def conveyor(
-    env: dict[str, str], *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "conveyor", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def test_submit_wait_prints_the_echo_and_runs_lists_it(
@@ -93,7 +77,9 @@ def test_status_reports_queues_workers_and_failures(
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     prefix = redis_env["CONVEYOR_QUEUE_PREFIX"]
-    assert {f"{prefix}default", f"{prefix}memory", "celery"} <= set(status["queues"])
+    assert {f"{prefix}default", f"{prefix}memory", "celery"} <= {
+        q["queue"] for q in status["queues"]
+    }
     assert any(n.startswith("default.") for n in status["workers"]["default"])
     assert any(f["error_message"] == "for status" for f in status["recent_failures"])
 

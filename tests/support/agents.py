@@ -56,6 +56,13 @@ def effect(key: str) -> int:
     return int(_redis().incr(key))
 
 
+@agent(name="tests.slow_effect")
+def slow_effect(key: str, seconds: float) -> int:
+    """A side effect after some work: counts its executions in Redis."""
+    time.sleep(seconds)
+    return int(_redis().incr(key))
+
+
 @agent(name="tests.async_info")
 async def async_info(delay: float = 0.0) -> dict[str, int]:
     await asyncio.sleep(delay)

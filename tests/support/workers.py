@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 from conveyor.app import ConveyorApp
-from conveyor.workers.supervisor import worker_command
+from conveyor.workers.supervisor import stop_processes, worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,13 +59,7 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")[-5000:]
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
+        """Warm shutdown, then SIGKILL of the process group after `timeout`."""
+        stop_processes([self.proc], grace=timeout)
         self._out.close()
         return self.proc.returncode

@@ -48,10 +48,13 @@ def invoke(*args: str) -> Result:
 
 def test_every_command_is_covered() -> None:
     assert {p[0] for p in COMMANDS if p} == {
+        "autoscale",
         "cancel",
         "db",
         "demo",
         "down",
+        "exporter",
+        "flower",
         "runs",
         "status",
         "submit",

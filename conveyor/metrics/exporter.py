@@ -1,0 +1,235 @@
+"""`conveyor exporter`: /metrics for Prometheus, /scale/<pool> for KEDA, /healthz for probes.
+
+Queue series are read from the broker at scrape time (cached ~1 s, never a worker broadcast);
+task and worker series come from Celery events. Read-only: nothing here changes state.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from conveyor.app import ConveyorApp
+from conveyor.metrics.events import TaskEvents
+from conveyor.metrics.queues import QueueReader, QueueState
+from conveyor.metrics.scaling import ScaleDecision, desired_replicas
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+class PoolView:
+    """Queue state, live workers and desired replicas of every pool, from one reading;
+    `workers` gives (live workers, busy slots) per pool."""
+
+    def __init__(
+        self,
+        app: ConveyorApp,
+        reader: QueueReader,
+        workers: Callable[[], dict[str, tuple[int, int]]] = dict,
+    ) -> None:
+        self.app, self.reader, self.workers = app, reader, workers
+
+    def read(self) -> tuple[list[QueueState], dict[str, tuple[int, int]], list[ScaleDecision]]:
+        states, workers = self.reader.read(), self.workers()
+        decisions = [
+            desired_replicas(pool, states, workers.get(name, (0, 0))[0])
+            for name, pool in sorted(self.app.settings.pools.items())
+        ]
+        return states, workers, decisions
+
+
+class QueueCollector(Collector):
+    """The queue and pool gauges, computed on each scrape from a PoolView."""
+
+    def __init__(self, view: PoolView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterable[Metric]:
+        states, workers, decisions = self.view.read()
+        gauges = {
+            "ready": GaugeMetricFamily(
+                "conveyor_queue_ready", "Ready messages, all priorities.", labels=["queue", "pool"]
+            ),
+            "reserved": GaugeMetricFamily(
+                "conveyor_queue_reserved",
+                "Delivered, not yet acknowledged (prefetched or running).",
+                labels=["queue", "pool"],
+            ),
+            "delayed": GaugeMetricFamily(
+                "conveyor_queue_delayed",
+                "Held by workers until their ETA or countdown.",
+                labels=["queue", "pool"],
+            ),
+            "oldest_age_seconds": GaugeMetricFamily(
+                "conveyor_queue_oldest_age_seconds",
+                "Age of the oldest ready message.",
+                labels=["queue", "pool"],
+            ),
+        }
+        for s in states:
+            for field, gauge in gauges.items():
+                gauge.add_metric([s.queue, s.pool], float(getattr(s, field)))
+        yield from gauges.values()
+        count = GaugeMetricFamily("conveyor_pool_workers", "Live workers.", labels=["pool"])
+        busy = GaugeMetricFamily(
+            "conveyor_pool_busy_ratio", "Busy slots over all slots.", labels=["pool"]
+        )
+        desired = GaugeMetricFamily(
+            "conveyor_pool_desired_replicas", "Workers the pool should run.", labels=["pool"]
+        )
+        for d in decisions:
+            live, active = workers.get(d.pool, (0, 0))
+            slots = live * d.inputs.concurrency
+            count.add_metric([d.pool], float(live))
+            busy.add_metric([d.pool], active / slots if slots else 0.0)
+            desired.add_metric([d.pool], float(d.desired_replicas))
+        source = GaugeMetricFamily(
+            "conveyor_queue_source_info",
+            "Where queue counts come from (redis, amqp-passive-declare, amqp-management-api).",
+            labels=["source"],
+        )
+        for name in sorted({s.reserved_source for s in states}):
+            source.add_metric([name], 1.0)
+        yield from (count, busy, desired, source)
+
+
+def _json(start: StartResponse, status: str, body: Any) -> list[bytes]:
+    data = json.dumps(body, indent=2).encode()
+    start(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class Exporter:
+    """The exporter's WSGI app and its event feed."""
+
+    def __init__(self, app: ConveyorApp, *, events: bool = True, ttl: float = 1.0) -> None:
+        self.app = app
+        self.registry = CollectorRegistry()
+        self.events = TaskEvents(app, self.registry) if events else None
+        self.reader = QueueReader(app, ttl=ttl)
+        self.view = PoolView(app, self.reader, self.events.workers if self.events else dict)
+        self.registry.register(QueueCollector(self.view))
+        self._metrics = make_wsgi_app(self.registry)
+        self._rendered: dict[str, tuple[float, str, list[tuple[str, str]], bytes]] = {}
+        self._render_lock = threading.Lock()
+        self.token = app.settings.exporter_token
+
+    def _authorised(self, environ: Environ) -> bool:
+        if not self.token:
+            return True
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+
+    def __call__(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return _json(start, "405 Method Not Allowed", {"error": "read-only: use GET"})
+        if path == "/healthz":
+            return self.health(start)
+        if not self._authorised(environ):
+            return _json(start, "401 Unauthorized", {"error": "bearer token required"})
+        if path == "/metrics":
+            return self.metrics(environ, start)
+        if path.startswith("/scale/"):
+            return self.scale(path.removeprefix("/scale/"), start)
+        return _json(start, "404 Not Found", {"error": f"no such path {path}; try /metrics"})
+
+    def metrics(self, environ: Environ, start: StartResponse) -> list[bytes]:
+        """The Prometheus text format (cheaper to render than OpenMetrics, which adds nothing
+        here), the rendered response reused for `ttl` seconds like the broker reading."""
+        key = environ.get("HTTP_ACCEPT_ENCODING", "")
+        with self._render_lock:
+            cached = self._rendered.get(key)
+            if cached is None or time.monotonic() - cached[0] >= self.reader.ttl:
+                plain = {**environ, "HTTP_ACCEPT": "text/plain;version=0.0.4"}
+                reply: list[Any] = []
+                body = b"".join(self._metrics(plain, lambda *args: reply.extend(args)))
+                cached = (time.monotonic(), reply[0], reply[1], body)
+                self._rendered[key] = cached
+        start(cached[1], cached[2])
+        return [cached[3]]
+
+    def scale(self, pool: str, start: StartResponse) -> list[bytes]:
+        """KEDA metrics-api JSON for one pool: read `desired_replicas` (valueLocation)."""
+        if pool not in self.app.settings.pools:
+            known = ", ".join(sorted(self.app.settings.pools))
+            return _json(
+                start, "404 Not Found", {"error": f"unknown pool {pool!r}; pools: {known}"}
+            )
+        states, _, decisions = self.view.read()
+        decision = next(d for d in decisions if d.pool == pool)
+        sources = sorted({s.reserved_source for s in states if s.pool == pool})
+        return _json(start, "200 OK", scale_document(decision, sources))
+
+    def health(self, start: StartResponse) -> list[bytes]:
+        last = self.events.last_event_at if self.events is not None else None
+        ago = round(time.time() - last, 3) if last is not None else None
+        try:
+            self.reader.read(fresh=True)
+        except Exception as exc:
+            body = {"broker": f"unreachable: {exc}", "last_event_seconds_ago": ago}
+            return _json(start, "503 Service Unavailable", body)
+        return _json(start, "200 OK", {"broker": "ok", "last_event_seconds_ago": ago})
+
+    def start(self) -> None:
+        if self.events is not None:
+            self.events.start()
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.stop()
+        self.reader.close()
+
+
+def scale_document(decision: ScaleDecision, sources: Sequence[str]) -> dict[str, Any]:
+    """The flat JSON KEDA reads, with the inputs behind the number."""
+    i = decision.inputs
+    return {
+        "pool": decision.pool,
+        "queues": decision.queues,
+        "ready": i.ready,
+        "reserved": i.reserved,
+        "delayed": i.delayed,
+        "oldest_age_seconds": round(i.oldest_age_seconds, 3),
+        "workers": i.workers,
+        "concurrency": i.concurrency,
+        "desired_replicas": decision.desired_replicas,
+        "inputs": {**i.model_dump(), "by_backlog": decision.by_backlog, "by_age": decision.by_age},
+        "source": sources[0] if len(sources) == 1 else sources,
+    }
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+@contextmanager
+def serve(exporter: Exporter, host: str, port: int) -> Iterator[WSGIServer]:
+    """Run the exporter's HTTP server in a thread; yields the server until closed."""
+    server = make_server(host, port, exporter, _ThreadingServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="conveyor-exporter", daemon=True)
+    exporter.start()
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        exporter.close()

@@ -1,0 +1,267 @@
+"""Queue state read straight from the broker: ready, reserved, delayed and oldest age.
+
+Redis: one pipelined round trip sums every priority sub-list (kombu's `sep`, `priority_steps`
+and `global_keyprefix` come from the transport's own channel), reads each sub-list's oldest
+message, and attributes kombu's unacked hash to queues. RabbitMQ: a passive declare per queue,
+plus the management API for unacknowledged messages when its URL is configured. No worker
+broadcast is ever sent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from typing import Any, Literal
+
+from kombu.exceptions import ChannelError
+from pydantic import BaseModel
+
+from conveyor.app import ConveyorApp
+
+Source = Literal["redis", "amqp-passive-declare", "amqp-management-api"]
+
+
+class QueueState(BaseModel):
+    """One broker queue as the autoscalers see it."""
+
+    queue: str
+    pool: str
+    ready: int
+    """Messages waiting in the broker, every priority level summed."""
+    reserved: int
+    """Delivered to a worker and not yet acknowledged (prefetched or running), ETA ones apart."""
+    delayed: int
+    """Held by a worker until their ETA or countdown."""
+    oldest_age_seconds: float
+    """Age of the oldest ready message (0 when none is waiting)."""
+    reserved_source: Source
+    """Where `reserved` comes from; with RabbitMQ and no management URL it is always 0."""
+
+
+def queue_pools(app: ConveyorApp) -> dict[str, str]:
+    """Every queue conveyor's workers consume, mapped to its pool."""
+    prefix = app.settings.queue_prefix
+    return {q: name for name, pool in app.settings.pools.items() for q in pool.queues(prefix)}
+
+
+def epoch(stamp: Any) -> float | None:
+    """Seconds since the epoch from a number or an ISO 8601 string; None if neither."""
+    if isinstance(stamp, int | float):
+        return float(stamp)
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+class FirstSeen:
+    """Enqueue times for messages without conveyor's header: when a reader first saw them."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._seen: dict[str, float] = {}
+
+    def stamp(self, message_id: str, now: float) -> float:
+        if message_id not in self._seen and len(self._seen) >= self.limit:
+            self._seen.pop(next(iter(self._seen)))
+        return self._seen.setdefault(message_id, now)
+
+
+def enqueue_time(found: bytes | None, seen: FirstSeen, now: float) -> float | None:
+    """What the read script found for a sub-list: conveyor's enqueue header, or `id:<task id>`
+    for a message without one, which is then aged from when a reader first saw it."""
+    if not found:
+        return None
+    text = found.decode()
+    if text.startswith("id:"):
+        return seen.stamp(text[3:], now) if len(text) > 3 else None
+    return epoch(text)
+
+
+READ_QUEUES = """
+local out = {redis.call('HGETALL', KEYS[1])}
+for _, key in ipairs(ARGV) do
+  local length = redis.call('LLEN', key)
+  local stamp = false
+  if length > 0 then
+    local tail = redis.call('LINDEX', key, -1)
+    stamp = string.match(tail, '"conveyor_enqueued_at": *"([^"]+)"')
+    if not stamp then
+      stamp = 'id:' .. (string.match(tail, '"id": *"([^"]*)"') or '')
+    end
+  end
+  out[#out + 1] = length
+  out[#out + 1] = stamp
+end
+return out
+"""
+"""kombu's unacked hash, then per sub-list (ARGV): its length and its oldest message's enqueue
+header (or `id:<task id>` without one), so a reading is one round trip of a few KB however
+big the messages are. ARGV carries the sub-list keys with global_keyprefix already applied."""
+
+
+class RedisQueues:
+    """Reads queue state from a Redis broker through kombu's own channel and client."""
+
+    def __init__(self, app: ConveyorApp) -> None:
+        self.app = app
+        self.pools = queue_pools(app)
+        self.seen = FirstSeen()
+        self._connection: Any = None
+        self._script: Any = None
+
+    def _channel(self) -> Any:
+        if self._connection is None:
+            self._connection = self.app.connection_for_read()
+            self._connection.ensure_connection(max_retries=1)
+        return self._connection.default_channel
+
+    def close(self) -> None:
+        self._script = None
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
+
+    def read(self) -> list[QueueState]:
+        try:
+            return self._read(self._channel())
+        except Exception:
+            self.close()
+            raise
+
+    def _read(self, channel: Any) -> list[QueueState]:
+        names = sorted(self.pools)
+        keys = {q: [channel._q_for_pri(q, p) for p in channel.priority_steps] for q in names}
+        unique = {q: list(dict.fromkeys(k)) for q, k in keys.items()}
+        if self._script is None:
+            self._script = channel.client.register_script(READ_QUEUES)
+        prefix = channel.global_keyprefix
+        flat = [prefix + key for q in names for key in unique[q]]
+        unacked, *replies = self._script(keys=[channel.unacked_key], args=flat)
+        now = time.time()
+        reserved, delayed = self._unacked(unacked[1::2], now)
+        states, at = [], 0
+        for q in names:
+            ready, oldest = 0, None
+            for _ in unique[q]:
+                length, tail = replies[at], replies[at + 1]
+                at += 2
+                ready += int(length)
+                stamp = enqueue_time(tail, self.seen, now) if length else None
+                if stamp is not None:
+                    oldest = stamp if oldest is None else min(oldest, stamp)
+            states.append(
+                QueueState(
+                    queue=q,
+                    pool=self.pools[q],
+                    ready=ready,
+                    reserved=reserved.get(q, 0),
+                    delayed=delayed.get(q, 0),
+                    oldest_age_seconds=max(0.0, now - oldest) if oldest is not None else 0.0,
+                    reserved_source="redis",
+                )
+            )
+        return states
+
+    def _unacked(self, entries: list[bytes], now: float) -> tuple[dict[str, int], dict[str, int]]:
+        """Unacked messages per queue, split into reserved and delayed (a future ETA)."""
+        by_key = {q.routing_key: q.name for q in self.app.conf.task_queues or ()}
+        reserved: dict[str, int] = {}
+        delayed: dict[str, int] = {}
+        for raw in entries:
+            try:
+                message, _exchange, routing_key = json.loads(raw)
+                eta = epoch((message.get("headers") or {}).get("eta"))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            queue = by_key.get(routing_key, routing_key)
+            into = delayed if eta is not None and eta > now else reserved
+            into[queue] = into.get(queue, 0) + 1
+        return reserved, delayed
+
+
+class AmqpQueues:
+    """Reads RabbitMQ queues: a passive declare each, and the management API if configured."""
+
+    def __init__(self, app: ConveyorApp, management_url: str | None = None) -> None:
+        self.app = app
+        self.pools = queue_pools(app)
+        self.management_url = management_url
+        self._connection: Any = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
+
+    def read(self) -> list[QueueState]:
+        try:
+            ready = self._passive()
+        except Exception:
+            self.close()
+            raise
+        extra: dict[str, tuple[int, float | None]] = {}
+        if self.management_url:
+            from conveyor.metrics.rabbitmq import management_counts
+
+            extra = management_counts(self.management_url, self._connection.virtual_host or "/")
+        now = time.time()
+        source: Source = "amqp-management-api" if self.management_url else "amqp-passive-declare"
+        states = []
+        for q in sorted(self.pools):
+            unacked, head = extra.get(q, (0, None))
+            states.append(
+                QueueState(
+                    queue=q,
+                    pool=self.pools[q],
+                    ready=ready[q],
+                    reserved=unacked,
+                    delayed=0,
+                    oldest_age_seconds=max(0.0, now - head) if head is not None else 0.0,
+                    reserved_source=source,
+                )
+            )
+        return states
+
+    def _passive(self) -> dict[str, int]:
+        """Ready messages per queue (a missing queue has none)."""
+        if self._connection is None:
+            self._connection = self.app.connection_for_read()
+            self._connection.ensure_connection(max_retries=1)
+        channel = self._connection.default_channel
+        ready = {}
+        for q in sorted(self.pools):
+            try:
+                ready[q] = int(channel.queue_declare(queue=q, passive=True).message_count)
+            except ChannelError:
+                ready[q], channel = 0, self._connection.channel()
+        return ready
+
+
+class QueueReader:
+    """The broker's queue state, cached for `ttl` seconds so scrapes stay cheap."""
+
+    def __init__(self, app: ConveyorApp, ttl: float = 1.0) -> None:
+        broker = str(app.conf.broker_url or "")
+        self.source: RedisQueues | AmqpQueues = (
+            RedisQueues(app)
+            if broker.startswith("redis")
+            else AmqpQueues(app, app.settings.rabbitmq_management_url)
+        )
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[QueueState]] | None = None
+
+    def read(self, fresh: bool = False) -> list[QueueState]:
+        with self._lock:
+            now = time.monotonic()
+            if fresh or self._cached is None or now - self._cached[0] >= self.ttl:
+                self._cached = (now, self.source.read())
+            return self._cached[1]
+
+    def close(self) -> None:
+        self.source.close()
