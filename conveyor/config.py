@@ -20,6 +20,7 @@ BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
 DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 MIN_FLOWER_PASSWORD = 8
+MAX_BEAT_INTERVAL = 366 * 86400
 
 
 def _scheme(url: str) -> str:
@@ -51,10 +52,24 @@ class Settings(BaseSettings):
     memory_max_window: int = Field(default=10_000, ge=1)
     flower_basic_auth: SecretStr | None = None
     """`user:password[,user2:password2]` for `conveyor flower`; required outside embedded mode."""
+    slo_default_seconds: float = Field(default=10.0, gt=0)
+    """Latency target of agents without their own, for the report's SLO view."""
+    slo_seconds: dict[str, float] = Field(default_factory=dict)
+    """Per-agent latency targets, JSON: {"research": 30}."""
     rabbitmq_management_url: str | None = None
     """RabbitMQ management API (http://user:password@host:15672/): unacked counts and ages."""
     exporter_token: str | None = Field(default=None, min_length=16)
     """Bearer token the exporter requires on /metrics and /scale; unset means open."""
+    beat_schedule: Annotated[dict[str, float | None], NoDecode] = Field(default_factory=dict)
+    """Seconds between runs per agent, JSON, over beat's defaults; 0 or null disables one."""
+    beat_lock_retry_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often a standby `conveyor beat` tries to take the leader lock."""
+    retention_days: int = Field(default=30, ge=1)
+    """Finished runs older than this many days are purged (`analytics.retention`)."""
+    retention_failed_days: int = Field(default=90, ge=1)
+    """Failed and rejected runs are kept this long instead (at least retention_days)."""
+    retention_batch: int = Field(default=5000, ge=1, le=100_000)
+    """Rows per DELETE statement of the purge."""
 
     @field_validator("broker_url")
     @classmethod
@@ -129,6 +144,39 @@ class Settings(BaseSettings):
                 raise ValueError(f"pool {name!r} must be an object of settings")
             merged[name] = {**merged.get(name, {}), **overrides, "name": name}
         return merged
+
+    @field_validator("beat_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        """A JSON object of agent name -> seconds (> 0), or 0 / null to disable the entry."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from exc
+        if not isinstance(value, dict):
+            raise ValueError(
+                'must be a JSON object of agent name -> seconds: {"memory.sweep": 300}'
+            )
+        for name, seconds in value.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"entry {name!r}: the name must be an agent name")
+            number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+            if seconds is not None and not (number and 0 <= seconds <= MAX_BEAT_INTERVAL):
+                raise ValueError(
+                    f"entry {name!r}: {seconds!r} is not seconds in 0..{MAX_BEAT_INTERVAL} "
+                    "(0 or null disables it)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        if self.retention_failed_days < self.retention_days:
+            raise ValueError(
+                f"CONVEYOR_RETENTION_FAILED_DAYS ({self.retention_failed_days}) must be at least "
+                f"CONVEYOR_RETENTION_DAYS ({self.retention_days}): failures are kept longer"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:

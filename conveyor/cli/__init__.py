@@ -12,9 +12,11 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
+from conveyor.cli.beat import beat
 from conveyor.cli.demo import demo
 from conveyor.cli.flower import flower
 from conveyor.cli.metrics import autoscale, exporter, status
+from conveyor.cli.report import report
 from conveyor.cli.runs import cancel, runs, submit
 from conveyor.cli.services import db, down, up, worker
 from conveyor.errors import ConveyorError
@@ -67,6 +69,8 @@ for command in (
     flower,
     exporter,
     autoscale,
+    beat,
+    report,
 ):
     cli.add_command(command)
 

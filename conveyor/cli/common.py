@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -19,6 +20,30 @@ console = Console()
 if not console.is_terminal:
     console = Console(width=200)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+_AGE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_age(value: str) -> timedelta | None:
+    """An age such as 30s, 15m, 2h or 7d, or None if `value` is not one."""
+    match = _AGE.match(value)
+    if match is None:
+        return None
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class Age(click.ParamType[timedelta, Any]):
+    """A length of time such as 30s, 15m, 2h, 7d."""
+
+    name = "AGE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        age = parse_age(str(value))
+        if age is None:
+            self.fail(f"{value!r} is not an age like 30s, 15m, 2h, 7d", param, ctx)
+        return age
 
 
 def get_app() -> ConveyorApp:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import nullcontext
+from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from conveyor.analytics import Report
 from conveyor.cli.common import console, get_app, json_option, print_json, print_table
 from conveyor.client import Client
 from conveyor.embedded import Embedded
@@ -103,6 +105,20 @@ def _vector_step(client: Client) -> dict[str, object]:
     }
 
 
+def _report_step(client: Client) -> dict[str, Any]:
+    """The analytics report of the last 15 minutes, run by the analytics pool."""
+    run_id = client.submit("analytics.report", {"since_seconds": 900})
+    report = Report.model_validate(client.result(run_id, timeout=120))
+    return {
+        "report_runs": report.runs,
+        "report_busiest": {
+            a.agent: f"{a.runs} runs, p95 {a.duration_p95 or 0:.3f}s, "
+            f"{100 * a.within_slo:.0f}% within SLO"
+            for a in report.busiest
+        },
+    }
+
+
 def _percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
@@ -174,6 +190,8 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
             memory = _memory_step(client)
         with console.status("vector search...", spinner="dots") if not quiet else nullcontext():
             vector = _vector_step(client)
+        with console.status("analytics report...", spinner="dots") if not quiet else nullcontext():
+            report = _report_step(client)
         client.close()
     finally:
         supervisor.stop()
@@ -195,6 +213,7 @@ def demo(count: int, timeout: float, as_json: bool) -> None:
         "latency_ms_p99": round(_percentile(latencies, 99), 2),
         **memory,
         **vector,
+        **report,
         "workers": sorted(app.settings.pools),
     }
     if as_json:

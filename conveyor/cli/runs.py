@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from conveyor.cli.common import get_app, json_option, print_json, print_table
+from conveyor.cli.common import get_app, json_option, parse_age, print_json, print_table
 from conveyor.client import Client
 from conveyor.errors import ConveyorError
 from conveyor.models.runs import RunStatus
-
-_AGO = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class _When(click.ParamType[datetime, Any]):
@@ -26,9 +22,8 @@ class _When(click.ParamType[datetime, Any]):
     def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
         if isinstance(value, datetime):
             return value
-        if match := _AGO.match(value):
-            amount, unit = int(match.group(1)), _UNITS[match.group(2)]
-            return datetime.now(UTC) - timedelta(**{unit: amount})
+        if (age := parse_age(value)) is not None:
+            return datetime.now(UTC) - age
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

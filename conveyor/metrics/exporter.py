@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from conveyor.app import ConveyorApp
+from conveyor.metrics.beat import BeatCollector
 from conveyor.metrics.events import TaskEvents
 from conveyor.metrics.queues import QueueReader, QueueState
 from conveyor.metrics.scaling import ScaleDecision, desired_replicas
@@ -89,12 +90,18 @@ class QueueCollector(Collector):
         desired = GaugeMetricFamily(
             "conveyor_pool_desired_replicas", "Workers the pool should run.", labels=["pool"]
         )
+        drain = GaugeMetricFamily(
+            "conveyor_pool_target_drain_seconds",
+            "The pool's target for the oldest message's age (alerts compare against it).",
+            labels=["pool"],
+        )
         for d in decisions:
             live, active = workers.get(d.pool, (0, 0))
             slots = live * d.inputs.concurrency
             count.add_metric([d.pool], float(live))
             busy.add_metric([d.pool], active / slots if slots else 0.0)
             desired.add_metric([d.pool], float(d.desired_replicas))
+            drain.add_metric([d.pool], d.inputs.target_drain_seconds)
         source = GaugeMetricFamily(
             "conveyor_queue_source_info",
             "Where queue counts come from (redis, amqp-passive-declare, amqp-management-api).",
@@ -102,7 +109,7 @@ class QueueCollector(Collector):
         )
         for name in sorted({s.reserved_source for s in states}):
             source.add_metric([name], 1.0)
-        yield from (count, busy, desired, source)
+        yield from (count, busy, desired, drain, source)
 
 
 def _json(start: StartResponse, status: str, body: Any) -> list[bytes]:
@@ -121,6 +128,7 @@ class Exporter:
         self.reader = QueueReader(app, ttl=ttl)
         self.view = PoolView(app, self.reader, self.events.workers if self.events else dict)
         self.registry.register(QueueCollector(self.view))
+        self.registry.register(BeatCollector(app.settings, ttl=ttl))
         self._metrics = make_wsgi_app(self.registry)
         self._rendered: dict[str, tuple[float, str, list[tuple[str, str]], bytes]] = {}
         self._render_lock = threading.Lock()

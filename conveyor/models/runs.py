@@ -83,4 +83,9 @@ class AgentRun(Base):
         Index("ix_agent_runs_status_finished_at", "status", "finished_at"),
         Index("ix_agent_runs_root_id", "root_id", postgresql_where=text("root_id IS NOT NULL")),
         Index("ix_agent_runs_updated_at", "updated_at"),
+        Index(
+            "ix_agent_runs_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
     )

@@ -12,7 +12,7 @@ from celery.signals import worker_process_init, worker_ready
 from conveyor.agents import agent
 from conveyor.app import ConveyorApp
 from conveyor.context import current_run
-from conveyor.vector import VectorService, service_for
+from conveyor.vector import VectorService, maintenance, service_for
 from conveyor.vector import schema as v
 
 POOL = "vector"
@@ -101,3 +101,9 @@ def stats(request: v.StatsRequest) -> v.Stats:
 def snapshot(request: v.SnapshotRequest) -> v.Snapshotted:
     """Write this worker's replica of a collection to disk (atomic, checksummed)."""
     return _service().snapshot(request)
+
+
+@agent(name="vector.maintain", pool=POOL, idempotent=True)
+def maintain(request: v.MaintainRequest) -> v.Maintained:
+    """Catch up, compact and snapshot this worker's replicas (scheduled by beat)."""
+    return maintenance.maintain(_service(), request)

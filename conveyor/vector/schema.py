@@ -322,3 +322,28 @@ class Snapshotted(BaseModel):
     path: str
     bytes: int
     seconds: float
+
+
+class MaintainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: CollectionName | None = None
+    """One collection; by default every collection."""
+
+
+class CollectionMaintained(BaseModel):
+    collection: str
+    seq: int = 0
+    vectors: int = 0
+    compacted: int = 0
+    """Retired labels dropped by rebuilding the index (0: nothing to compact)."""
+    snapshot: str | None = None
+    """The faiss file written, or None with no snapshot directory."""
+    bytes: int = 0
+    error: str | None = None
+    """Why this collection was skipped (dropped meanwhile, say)."""
+
+
+class Maintained(BaseModel):
+    collections: list[CollectionMaintained]
+    seconds: float

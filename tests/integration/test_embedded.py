@@ -132,3 +132,4 @@ def test_demo_runs_pings_and_memory_on_the_embedded_default(data_dir: Path) -> N
     assert summary["memory_search_hits"] >= 1
     assert summary["vector_items"] > 100
     assert all(summary["vector_top_hits"].values())
+    assert summary["report_runs"] >= 50 and "conveyor.ping" in summary["report_busiest"]

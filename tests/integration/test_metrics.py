@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor import Client, ConveyorApp
@@ -243,3 +245,15 @@ def test_a_message_without_the_enqueue_header_is_aged_from_first_sight(app: Conv
         10,
         "the age to grow from first sight",
     )
+
+
+def test_redis_counts_honour_a_global_key_prefix(app: ConveyorApp) -> None:
+    options = dict(app.conf.broker_transport_options)
+    app.conf.broker_transport_options = {**options, "global_keyprefix": "gk:"}
+    with Client(app) as client:
+        _backlog(client)
+    queue = f"{app.settings.queue_prefix}default"
+    plain = redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+    assert (plain.exists(queue), plain.exists(f"gk:{queue}")) == (0, 1), "keys carry the prefix"
+    state = next(s for s in QueueReader(app).read() if s.queue == queue)
+    assert state.ready == sum(BACKLOG.values()) and state.oldest_age_seconds > 0

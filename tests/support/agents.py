@@ -109,3 +109,8 @@ def stubborn(seconds: float) -> float:
 def big(size: int) -> str:
     """An output too large to travel inside a notification."""
     return "é" * size
+
+
+@agent(name="tests.tick", idempotent=True, retries=0)
+def tick() -> None:
+    """Sent by `conveyor beat` in the leader test; its runs' enqueued_at are the ticks."""

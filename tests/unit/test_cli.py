@@ -49,12 +49,14 @@ def invoke(*args: str) -> Result:
 def test_every_command_is_covered() -> None:
     assert {p[0] for p in COMMANDS if p} == {
         "autoscale",
+        "beat",
         "cancel",
         "db",
         "demo",
         "down",
         "exporter",
         "flower",
+        "report",
         "runs",
         "status",
         "submit",
