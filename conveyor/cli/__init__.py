@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 from conveyor.cli.beat import beat
 from conveyor.cli.demo import demo
 from conveyor.cli.flower import flower
+from conveyor.cli.health import health
 from conveyor.cli.metrics import autoscale, exporter, status
 from conveyor.cli.report import report
 from conveyor.cli.runs import cancel, runs, submit
@@ -71,6 +72,7 @@ for command in (
     autoscale,
     beat,
     report,
+    health,
 ):
     cli.add_command(command)
 

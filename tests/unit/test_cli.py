@@ -56,6 +56,7 @@ def test_every_command_is_covered() -> None:
         "down",
         "exporter",
         "flower",
+        "health",
         "report",
         "runs",
         "status",
@@ -65,6 +66,8 @@ def test_every_command_is_covered() -> None:
     }
     assert ("db", "upgrade") in COMMANDS
     assert ("db", "current") in COMMANDS
+    for check in ("worker", "broker", "database", "exporter", "flower"):
+        assert ("health", check) in COMMANDS
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "conveyor")

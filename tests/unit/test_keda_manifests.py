@@ -15,32 +15,30 @@ import functools
 import hashlib
 import os
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from jsonschema import Draft7Validator, FormatChecker
 
 from conveyor.workers import BUILTIN_POOLS
+from tests.support.k8s import (
+    CRD_FILES,
+    K8S_DIR,
+    KUSTOMIZE_GROUP,
+    SCHEMA_DIR,
+    Doc,
+    inline_credentials,
+    kustomize_build,
+    schema_errors,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-KEDA_DIR = ROOT / "deploy" / "k8s" / "keda"
-SCHEMA_DIR = ROOT / "deploy" / "k8s" / "schemas"
+KEDA_DIR = K8S_DIR / "keda"
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 NAMESPACE = "conveyor"
-CRD_FILES = {
-    "ScaledObject": "keda.sh_scaledobjects.yaml",
-    "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
-}
-KUSTOMIZE_GROUP = "kustomize.config.k8s.io/"
 SENSITIVE_KEY = re.compile(
     r"(password|passwd|secret|token|api[-_]?key|credential|private|cert|^key$|^ca$)", re.I
 )
-
-Doc = dict[str, Any]
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -79,70 +77,7 @@ def manifest_id(item: tuple[str, Doc]) -> str:
     return f"{file}:{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
 
 
-# -- schema validation -------------------------------------------------------------------
-
-
-def strict(schema: Any) -> Any:
-    """Close every object schema that lists properties, as the API server's pruning would."""
-    if isinstance(schema, dict):
-        out = {k: strict(v) for k, v in schema.items()}
-        if (
-            "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
-
-
-@functools.cache
-def crd_schema(kind: str, api_version: str) -> Doc:
-    """The (strict) openAPIV3Schema that KEDA's CRD for kind serves at api_version."""
-    with (SCHEMA_DIR / CRD_FILES[kind]).open(encoding="utf-8") as f:
-        crd = yaml.safe_load(f)
-    group, version = api_version.split("/")
-    assert crd["kind"] == "CustomResourceDefinition"
-    assert crd["spec"]["group"] == group, f"{kind} is in group {crd['spec']['group']}"
-    assert crd["spec"]["names"]["kind"] == kind
-    served = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
-    assert served, f"the {kind} CRD serves no version {version}"
-    return strict(served[0]["schema"]["openAPIV3Schema"])
-
-
-formats = FormatChecker()
-
-
-@formats.checks("int32")
-def _int32(value: object) -> bool:
-    return not isinstance(value, int) or -(2**31) <= value < 2**31
-
-
-@formats.checks("int64")
-def _int64(value: object) -> bool:
-    return not isinstance(value, int) or -(2**63) <= value < 2**63
-
-
-def schema_errors(doc: Doc) -> list[str]:
-    """Why doc does not validate against its CRD; empty when it does."""
-    kind, api_version = doc.get("kind"), doc.get("apiVersion", "")
-    if kind not in CRD_FILES:
-        return [f"kind {kind!r} is not one of {sorted(CRD_FILES)}"]
-    validator = Draft7Validator(crd_schema(kind, api_version), format_checker=formats)
-    errors = [
-        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-        for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path)))
-    ]
-    spec = doc.get("spec") or {}
-    # The CRD's one CEL rule (x-kubernetes-validations), which JSON Schema cannot evaluate.
-    low, high = spec.get("minReplicaCount"), spec.get("maxReplicaCount", 100)
-    if kind == "ScaledObject" and isinstance(low, int) and isinstance(high, int) and low > high:
-        errors.append("spec: minReplicaCount must be less than or equal to maxReplicaCount")
-    if not (doc.get("metadata") or {}).get("name"):
-        errors.append("metadata.name is missing")
-    return errors
+# -- schema validation (tests/support/k8s.py) -------------------------------------------
 
 
 @pytest.mark.parametrize("item", manifests(), ids=manifest_id)
@@ -154,7 +89,7 @@ def test_manifest_is_valid_against_keda_crd(item: tuple[str, Doc]) -> None:
 
 def test_folder_holds_scaled_objects_and_trigger_authentications() -> None:
     kinds = {d.get("kind") for _, d in manifests()}
-    assert kinds == set(CRD_FILES), kinds
+    assert kinds == KEDA_KINDS, kinds
     names = [(d["kind"], d["metadata"]["name"]) for _, d in manifests()]
     assert len(names) == len(set(names)), f"duplicate objects: {names}"
 
@@ -264,16 +199,6 @@ def test_metrics_api_triggers_authenticate_through_a_trigger_authentication_here
 # -- no secret values --------------------------------------------------------------------
 
 
-def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield f"{path}.{k}" if path else str(k), v
-            yield from _walk(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk(v, f"{path}[{i}]")
-
-
 def secret_problems(doc: Doc) -> list[str]:
     """Places where doc carries a credential instead of pointing at a Secret."""
     problems = []
@@ -294,11 +219,7 @@ def secret_problems(doc: Doc) -> list[str]:
                     problems.append(f"trigger {t.get('name')} sets {key} in plain metadata")
                 if key == "customHeaders" and re.search(r"authorization|token", value, re.I):
                     problems.append(f"trigger {t.get('name')} sends credentials in customHeaders")
-    for where, value in _walk(doc):
-        if isinstance(value, str) and (
-            re.search(r"://[^/@\s:]+:[^/@\s]+@", value) or re.search(r"\bBearer\s+\S", value)
-        ):
-            problems.append(f"{where} holds an inline credential")
+    problems += inline_credentials(doc)
     return problems
 
 
@@ -318,18 +239,6 @@ def test_kustomization_lists_every_manifest_and_sets_the_namespace() -> None:
     files = {str(p.relative_to(KEDA_DIR)) for p in yaml_files()} - {"kustomization.yaml"}
     assert set(k["resources"]) == files
     assert len(k["resources"]) == len(set(k["resources"]))
-
-
-def kustomize_build(directory: Path) -> list[Doc]:
-    if exe := shutil.which("kustomize"):
-        argv = [exe, "build", str(directory)]
-    elif exe := shutil.which("kubectl"):
-        argv = [exe, "kustomize", str(directory)]
-    else:
-        pytest.skip("neither kustomize nor kubectl is installed")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def test_kustomize_builds_valid_namespaced_objects() -> None:
