@@ -251,10 +251,23 @@ def agent(
 
 
 def discover_agents(modules: Iterable[str] = ()) -> Registry:
-    """Import plugins from the `conveyor.agents` entry points and the given modules."""
+    """Import plugins from the `conveyor.agents` entry points and the given modules.
+
+    A plugin that fails to import is a ConfigError, except one whose own top-level package
+    is absent (metadata left behind: the image installs conveyor without `examples/`, whose
+    entry point it still declares), which is skipped with a warning.
+    """
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
+        except ModuleNotFoundError as exc:
+            if exc.name != ep.module.split(".")[0]:
+                raise ConfigError(
+                    f"agent plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+                ) from exc
+            log.warning(
+                "agent plugin %r skipped: its package %r is not installed", ep.name, exc.name
+            )
         except Exception as exc:
             raise ConfigError(
                 f"agent plugin {ep.name!r} ({ep.value}) failed to load: {exc}"

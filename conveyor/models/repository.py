@@ -196,17 +196,18 @@ class RunRepository:
         self,
         *,
         agent: str | None = None,
-        status: RunStatus | None = None,
+        status: RunStatus | str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 50,
     ) -> list[Run]:
-        """Runs newest first, filtered by agent, status and enqueue time."""
+        """Runs newest first, filtered by agent, status (a RunStatus or its name) and enqueue
+        time; an unknown status raises ValueError."""
         query = select(_runs).order_by(_runs.c.enqueued_at.desc().nulls_last()).limit(limit)
         if agent is not None:
             query = query.where(_runs.c.agent == agent)
         if status is not None:
-            query = query.where(_runs.c.status == status.value)
+            query = query.where(_runs.c.status == RunStatus(status).value)
         if since is not None:
             query = query.where(_runs.c.enqueued_at >= since)
         if until is not None:

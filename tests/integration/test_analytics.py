@@ -238,7 +238,8 @@ def test_conveyor_report_prints_json_and_refuses_bad_input(
     shown = json.loads(done.stdout)
     assert shown["agents"][0]["agent"] == "tests.add" and shown["agents"][0]["runs"] >= 3
     table = conveyor(redis_env, "report", "--since", "15m")
-    assert table.returncode == 0 and "busiest" in table.stdout and "tests.add" in table.stdout
+    assert table.returncode == 0, table.stderr
+    assert "busiest" in table.stdout and "tests.add" in table.stdout
     too_long = conveyor(redis_env, "report", "--since", "40d")
     assert too_long.returncode == 1 and "at most 31d" in too_long.stderr
     unknown = conveyor(redis_env, "report", "--agent", "tests.nope")

@@ -115,21 +115,46 @@ def test_up_submit_runs_and_a_clean_stop(data_dir: Path) -> None:
     assert not (data_dir / "embedded.json").exists()
 
 
-def test_demo_runs_pings_and_memory_on_the_embedded_default(data_dir: Path) -> None:
+def test_demo_runs_the_example_workload_on_the_embedded_default(data_dir: Path) -> None:
+    """`conveyor demo --size small --json`, end to end, from a fresh data directory.
+
+    The example agents are found through the `conveyor.agents` entry point (`examples`), as
+    a user's plugin would be; nothing here names their module.
+    """
+    env = _clean_env(data_dir)
+    env.pop("PYTHONPATH")
     done = subprocess.run(
-        [sys.executable, "-m", "conveyor", "demo", "--runs", "50", "--json"],
-        env=_clean_env(data_dir),
-        cwd=ROOT,
+        [sys.executable, "-m", "conveyor", "demo", "--size", "small", "--json"],
+        env=env,
+        cwd=data_dir.parent,
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert (summary["runs"], summary["failures"]) == (50, 0)
-    assert summary["memory_items"] == 25
-    assert summary["memory_window_items"] >= 1
-    assert summary["memory_search_hits"] >= 1
-    assert summary["vector_items"] > 100
-    assert all(summary["vector_top_hits"].values())
-    assert summary["report_runs"] >= 50 and "conveyor.ping" in summary["report_busiest"]
+    assert summary["size"] == "small"
+    assert summary["failures"] == 0, summary["failure_examples"]
+    assert list(summary["stages"]) == [
+        "ingest", "research", "recall", "fetch", "flaky", "malformed", "report",
+    ]  # fmt: skip
+    agents = summary["agents"]
+    assert agents["memory.recall"]["succeeded"] == 1
+    for name in ("examples.ingest", "examples.research", "examples.fetch", "examples.flaky"):
+        assert agents[name]["succeeded"] >= 1, name
+        assert 0 < agents[name]["latency_ms_p50"] <= agents[name]["latency_ms_p99"], name
+    assert summary["documents"] > 100
+    assert summary["questions"] >= 10
+    assert summary["recall"] >= 0.7
+    assert summary["remembered"] >= summary["questions"]
+    assert summary["retries"] >= 1 and agents["examples.flaky"]["retries"] >= 1
+    assert summary["rejected"] == 1
+    assert "question" in summary["rejected_errors"][0]
+    assert set(summary["refused_at_submit"]) == {"question", "collection", "k"}
+    assert summary["fetch_concurrency"] > 2
+    assert set(summary["peak_queue_depth"]) == {"default", "memory", "vector", "analytics"}
+    report = summary["report"]
+    assert report["runs"] >= summary["runs"] and "examples.research" in report["busiest"]
+    assert report["failure_types"] == {"InvalidInput": 1}
+    assert summary["throughput_per_s"] > 0
+    assert any(step.startswith("conveyor runs") for step in summary["next"])

@@ -25,13 +25,15 @@ class WorkerProcess:
         log_dir: Path,
         concurrency: int | None = None,
         kind: str | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.app = app
         self.pool = pool
         self.node = f"{pool}.{uuid.uuid4().hex[:6]}@test"
         self.log = log_dir / f"worker-{self.node}.log"
         args = worker_command(pool, self.node, "INFO", concurrency)
-        full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        path = str(ROOT) if cwd is None else f"{cwd}{os.pathsep}{ROOT}"
+        full_env = {**os.environ, **env, "PYTHONPATH": path}
         if kind:
             full_env["CONVEYOR_POOLS"] = f'{{"{pool}": {{"kind": "{kind}"}}}}'
         self._out = open(self.log, "wb")  # noqa: SIM115
@@ -41,7 +43,7 @@ class WorkerProcess:
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            cwd=ROOT,
+            cwd=cwd or ROOT,
         )
 
     def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
