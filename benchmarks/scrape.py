@@ -37,11 +37,14 @@ method with the method order rotating every round (the machine is shared and noi
   scrape        a full HTTP GET /metrics (new TCP connection, body read to the end) from
                 serve(Exporter(app, events=False, ttl=0), "127.0.0.1", 0) running in this
                 process: reader + desired replicas + exposition + HTTP, what Prometheus pays
+  scrape_process the same GET from `conveyor exporter --cache-seconds 0` running as its own
+                process (same pools and transport options, via a celeryconfig.py in its
+                working directory), as Prometheus scrapes it: the judged figure
   scrape_cached the same against a second exporter with the default ttl=1.0, so most
                 scrapes reuse the last reading (the misses are counted)
 The GETs send Prometheus's default headers (OpenMetrics preferred, Accept-Encoding: gzip);
 --plain sends none (text format 0.0.4, uncompressed).
-Target: scrape p50 <= 10 ms. Also reported: reader / raw_redis and scrape / raw_redis (p50).
+Target: scrape_process p50 <= 10 ms. Also reported: reader / raw_redis and scrape / raw_redis (p50).
 
 Run from the repository root:  .venv/bin/python -m benchmarks.scrape [-n 300] [--json]
 """
@@ -52,10 +55,17 @@ import argparse
 import contextlib
 import gzip
 import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,17 +162,17 @@ class Fill:
 class RawScript:
     """The reader's script, sent with plain redis-py and left unparsed."""
 
-    def __init__(self, url: str, keys: list[str], unacked_key: str) -> None:
+    def __init__(self, url: str, args: list[str], unacked_key: str) -> None:
         import redis
 
         from conveyor.metrics.queues import READ_QUEUES
 
         self.client = redis.Redis.from_url(url)
         self.script = self.client.register_script(READ_QUEUES)
-        self.keys, self.unacked_key = keys, unacked_key
+        self.args, self.unacked_key = args, unacked_key
 
     def __call__(self) -> Any:
-        return self.script(keys=[self.unacked_key], args=self.keys)
+        return self.script(keys=[self.unacked_key], args=self.args)
 
     def close(self) -> None:
         self.client.close()
@@ -187,6 +197,41 @@ class RawRedis:
 
     def close(self) -> None:
         self.client.close()
+
+
+@contextlib.contextmanager
+def exporter_process(app: Any, broker: str, pools: int) -> Iterator[int]:
+    """`conveyor exporter --cache-seconds 0` as its own process, as Prometheus would scrape
+    it, with this app's pools and transport options (a celeryconfig.py in its cwd)."""
+    from conveyor.workers.pools import BUILTIN_POOLS
+
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-scrape-"))
+    options = dict(app.conf.broker_transport_options)
+    (workdir / "celeryconfig.py").write_text(f"broker_transport_options = {options!r}\n")
+    extra = {f"pool{i:02d}": {} for i in range(pools - len(BUILTIN_POOLS))}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = {**os.environ, "CONVEYOR_BROKER_URL": broker, "CONVEYOR_POOLS": json.dumps(extra),
+           "CONVEYOR_DATABASE_URL": str(app.settings.database_url),
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # fmt: skip
+    argv = [sys.executable, "-m", "conveyor", "exporter", "--port", str(port)]
+    proc = subprocess.Popen([*argv, "--cache-seconds", "0"], cwd=workdir, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("conveyor exporter did not start") from None
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class Scraper:
@@ -310,7 +355,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         raw = RawRedis(broker, keys, channel.unacked_key)
         stack.callback(raw.close)
-        raw_script = RawScript(broker, keys, channel.unacked_key)
+        script_args = [channel.global_keyprefix, channel.sep, json.dumps(steps), *queues]
+        raw_script = RawScript(broker, script_args, channel.unacked_key)
         stack.callback(raw_script.close)
         replies = raw()
         if sum(replies[0:-1:2]) != args.messages or len(replies[-1]) != args.unacked:
@@ -341,11 +387,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             nonlocal misses
             misses = 0
 
+        port = stack.enter_context(exporter_process(app, broker, args.pools))
+        scrape_process = Scraper("scrape_process", port, headers)
+        check_body(scrape_process, fill, queues)
         methods: list[tuple[str, Callable[[], Any]]] = [
             ("raw_redis", raw_script),
             ("raw_pipeline", raw),
             ("reader", reader.read),
             ("scrape", scrape),
+            ("scrape_process", scrape_process),
         ]
         if not args.no_cached:
             methods.append(("scrape_cached", cached_call))
@@ -355,7 +405,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stats = {name: h.percentiles(values) for name, values in samples.items()}
     base = stats["raw_redis"]["p50"]
     ratios = {name: s["p50"] / base for name, s in stats.items() if name != "raw_redis"}
-    p50 = stats["scrape"]["p50"]
+    p50 = stats["scrape_process"]["p50"]
     return {
         "benchmark": "scrape",
         "machine": machine,
@@ -380,7 +430,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scrape_cached_misses": None if args.no_cached else misses,
         "latency_ms": stats,
         "ratio_p50_to_raw": ratios,
-        "target": f"scrape p50 <= {TARGET_MS:g} ms",
+        "target": f"scrape_process p50 <= {TARGET_MS:g} ms",
         "target_met": p50 <= TARGET_MS,
     }
 
@@ -417,9 +467,9 @@ def report(result: dict[str, Any]) -> None:
     )
     if result["scrape_cached_misses"] is not None:
         print(f"  scrape_cached: {result['scrape_cached_misses']} of {cfg['count']} read Redis")
-    p50 = stats["scrape"]["p50"]
+    p50 = stats["scrape_process"]["p50"]
     print(
-        f"scrape p50 = {p50:.2f} ms (target <= {TARGET_MS:g} ms: "
+        f"scrape_process p50 = {p50:.2f} ms (target <= {TARGET_MS:g} ms: "
         f"{'MET' if result['target_met'] else 'MISSED'})"
     )
 

@@ -20,6 +20,8 @@ _AGE = text(
     "SELECT extract(epoch FROM now() - renewed_at)::float8 FROM beat_leader WHERE name = :name"
 )
 _TIMEOUT = text("SET LOCAL statement_timeout = 1000")
+BEAT_TTL = 5.0
+"""Read the leader row at most this often: its alert waits 120 s, and a scrape stays cheap."""
 
 
 class BeatCollector(Collector):

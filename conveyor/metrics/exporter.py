@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from conveyor.app import ConveyorApp
-from conveyor.metrics.beat import BeatCollector
+from conveyor.metrics.beat import BEAT_TTL, BeatCollector
 from conveyor.metrics.events import TaskEvents
 from conveyor.metrics.queues import QueueReader, QueueState
 from conveyor.metrics.scaling import ScaleDecision, desired_replicas
@@ -128,7 +128,7 @@ class Exporter:
         self.reader = QueueReader(app, ttl=ttl)
         self.view = PoolView(app, self.reader, self.events.workers if self.events else dict)
         self.registry.register(QueueCollector(self.view))
-        self.registry.register(BeatCollector(app.settings, ttl=ttl))
+        self.registry.register(BeatCollector(app.settings, ttl=max(ttl, BEAT_TTL)))
         self._metrics = make_wsgi_app(self.registry)
         self._rendered: dict[str, tuple[float, str, list[tuple[str, str]], bytes]] = {}
         self._render_lock = threading.Lock()

@@ -83,25 +83,33 @@ def enqueue_time(found: bytes | None, seen: FirstSeen, now: float) -> float | No
 
 
 READ_QUEUES = """
+local prefix, sep, steps = ARGV[1], ARGV[2], cjson.decode(ARGV[3])
 local out = {redis.call('HGETALL', KEYS[1])}
-for _, key in ipairs(ARGV) do
-  local length = redis.call('LLEN', key)
-  local stamp = false
-  if length > 0 then
-    local tail = redis.call('LINDEX', key, -1)
-    stamp = string.match(tail, '"conveyor_enqueued_at": *"([^"]+)"')
-    if not stamp then
-      stamp = 'id:' .. (string.match(tail, '"id": *"([^"]*)"') or '')
+for i = 4, #ARGV do
+  local queue, ready, oldest, unstamped = ARGV[i], 0, false, {}
+  for _, step in ipairs(steps) do
+    local key = prefix .. queue
+    if step ~= 0 then key = key .. sep .. step end
+    local length = redis.call('LLEN', key)
+    if length > 0 then
+      ready = ready + length
+      local tail = redis.call('LINDEX', key, -1)
+      local stamp = string.match(tail, '"conveyor_enqueued_at": *"([^"]+)"')
+      if stamp then
+        if not oldest or stamp < oldest then oldest = stamp end
+      else
+        unstamped[#unstamped + 1] = string.match(tail, '"id": *"([^"]*)"') or ''
+      end
     end
   end
-  out[#out + 1] = length
-  out[#out + 1] = stamp
+  out[#out + 1] = {ready, oldest, unstamped}
 end
 return out
 """
-"""kombu's unacked hash, then per sub-list (ARGV): its length and its oldest message's enqueue
-header (or `id:<task id>` without one), so a reading is one round trip of a few KB however
-big the messages are. ARGV carries the sub-list keys with global_keyprefix already applied."""
+"""kombu's unacked hash, then per queue (ARGV[4:]): its ready messages over every priority
+sub-list (kombu's key scheme: the queue, then queue + sep + step for steps above 0, all under
+global_keyprefix), the oldest enqueue header (UTC ISO strings compare in time order), and the
+ids of oldest messages without one. One round trip of a few KB however big the messages are."""
 
 
 class RedisQueues:
@@ -135,33 +143,26 @@ class RedisQueues:
 
     def _read(self, channel: Any) -> list[QueueState]:
         names = sorted(self.pools)
-        keys = {q: [channel._q_for_pri(q, p) for p in channel.priority_steps] for q in names}
-        unique = {q: list(dict.fromkeys(k)) for q, k in keys.items()}
         if self._script is None:
             self._script = channel.client.register_script(READ_QUEUES)
-        prefix = channel.global_keyprefix
-        flat = [prefix + key for q in names for key in unique[q]]
-        unacked, *replies = self._script(keys=[channel.unacked_key], args=flat)
+        steps = json.dumps(sorted({int(s) for s in channel.priority_steps}))
+        args = [channel.global_keyprefix, channel.sep, steps, *names]
+        unacked, *replies = self._script(keys=[channel.unacked_key], args=args)
         now = time.time()
         reserved, delayed = self._unacked(unacked[1::2], now)
-        states, at = [], 0
-        for q in names:
-            ready, oldest = 0, None
-            for _ in unique[q]:
-                length, tail = replies[at], replies[at + 1]
-                at += 2
-                ready += int(length)
-                stamp = enqueue_time(tail, self.seen, now) if length else None
-                if stamp is not None:
-                    oldest = stamp if oldest is None else min(oldest, stamp)
+        states = []
+        for q, (ready, oldest, unstamped) in zip(names, replies, strict=True):
+            stamps = [enqueue_time(oldest, self.seen, now)] if oldest else []
+            stamps += [enqueue_time(b"id:" + i, self.seen, now) for i in unstamped]
+            known = [t for t in stamps if t is not None]
             states.append(
                 QueueState(
                     queue=q,
                     pool=self.pools[q],
-                    ready=ready,
+                    ready=int(ready),
                     reserved=reserved.get(q, 0),
                     delayed=delayed.get(q, 0),
-                    oldest_age_seconds=max(0.0, now - oldest) if oldest is not None else 0.0,
+                    oldest_age_seconds=max(0.0, now - min(known)) if known else 0.0,
                     reserved_source="redis",
                 )
             )
