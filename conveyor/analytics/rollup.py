@@ -156,7 +156,7 @@ def rollup(engine: Engine, *, full: bool = False) -> RollupResult:
         until = conn.execute(text("SELECT coalesce(max(updated_at), now()) FROM agent_runs"))
         until = until.scalar_one()
         rebuild = full or since is None
-        if rebuild or since is None:
+        if since is None or full:
             written = conn.execute(ALL_MINUTES).rowcount + conn.execute(ALL_HOURS).rowcount
             minutes = conn.execute(
                 text("SELECT count(DISTINCT bucket) FROM run_rollups WHERE grain = 'minute'")

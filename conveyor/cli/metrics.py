@@ -130,9 +130,7 @@ def status(as_json: bool) -> None:
         print_json(
             {
                 "queues": [s.model_dump() for s in states],
-                "pools": [
-                    scale_document(d, [s.reserved_source for s in states][:1]) for d in decisions
-                ],
+                "pools": [scale_document(d, states) for d in decisions],
                 "workers": nodes,
                 "recent_failures": [
                     f.model_dump(mode="json", exclude={"error_traceback"}) for f in failures

@@ -178,8 +178,7 @@ class Exporter:
             )
         states, _, decisions = self.view.read()
         decision = next(d for d in decisions if d.pool == pool)
-        sources = sorted({s.reserved_source for s in states if s.pool == pool})
-        return _json(start, "200 OK", scale_document(decision, sources))
+        return _json(start, "200 OK", scale_document(decision, states))
 
     def health(self, start: StartResponse) -> list[bytes]:
         last = self.events.last_event_at if self.events is not None else None
@@ -201,9 +200,10 @@ class Exporter:
         self.reader.close()
 
 
-def scale_document(decision: ScaleDecision, sources: Sequence[str]) -> dict[str, Any]:
-    """The flat JSON KEDA reads, with the inputs behind the number."""
+def scale_document(decision: ScaleDecision, states: Sequence[QueueState]) -> dict[str, Any]:
+    """The flat JSON KEDA reads, with the inputs behind the number and where they came from."""
     i = decision.inputs
+    sources = sorted({s.reserved_source for s in states if s.pool == decision.pool})
     return {
         "pool": decision.pool,
         "queues": decision.queues,
