@@ -14,6 +14,7 @@ from conveyor.app import ConveyorApp, create_app
 from conveyor.client import Client
 from conveyor.config import Settings, load_settings
 from conveyor.context import RunContext, current_run
+from conveyor.effects import effect_once
 from conveyor.errors import (
     ConfigError,
     ConveyorError,
@@ -50,6 +51,7 @@ __all__ = [
     "agent",
     "create_app",
     "current_run",
+    "effect_once",
     "load_settings",
     "registry",
 ]

@@ -250,14 +250,15 @@ def agent(
     return register(fn) if fn is not None else register
 
 
-def discover_agents(modules: Iterable[str] = ()) -> Registry:
-    """Import plugins from the `conveyor.agents` entry points and the given modules.
+def discover_agents(modules: Iterable[str] = (), *, plugins: bool = True) -> Registry:
+    """Import plugins from the `conveyor.agents` entry points (unless `plugins` is False)
+    and the given modules.
 
     A plugin that fails to import is a ConfigError, except one whose own top-level package
     is absent (metadata left behind: the image installs conveyor without `examples/`, whose
     entry point it still declares), which is skipped with a warning.
     """
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points(group=ENTRY_POINT_GROUP) if plugins else ():
         try:
             ep.load()
         except ModuleNotFoundError as exc:

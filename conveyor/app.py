@@ -14,14 +14,20 @@ from celery import Celery
 from celery.signals import before_task_publish
 from kombu import Queue
 
+import conveyor.redaction  # noqa: F401  (its Celery logging signals mask passwords)
 from conveyor.agents import Agent, Registry, discover_agents
 from conveyor.config import Settings, load_settings
+from conveyor.dlq.store import DeadLetterStore
 from conveyor.embedded import Embedded
 from conveyor.errors import ConfigError
 from conveyor.models.db import engine_for
 from conveyor.models.migrate import upgrade
 from conveyor.models.repository import RunRepository
+from conveyor.outages import is_tcp_redis, outage_config, redis_transport_options
 from conveyor.results import OVERRIDES as RESULT_BACKEND_OVERRIDES
+from conveyor.signing import enable_signing, signing_config
+from conveyor.tls import database_url_with_tls, tls_celery_config, warn_if_insecure
+from conveyor.visibility import redelivery_options
 from conveyor.workers.execution import HEADER_ENQUEUED_AT
 from conveyor.workers.pools import CATCH_ALL_QUEUE
 from conveyor.workers.recorder import RunRecorder
@@ -67,7 +73,8 @@ class ConveyorApp(Celery):
             if self._store is None or self._store[0] != os.getpid():
                 assert self.settings.database_url is not None
                 runs = RunRepository(engine_for(self.settings.database_url))
-                self._store = (os.getpid(), runs, RunRecorder(runs))
+                recorder = RunRecorder(runs, self.settings.record_retry_seconds)
+                self._store = (os.getpid(), runs, recorder)
             return self._store[1], self._store[2]
 
     @property
@@ -82,6 +89,12 @@ class ConveyorApp(Celery):
     @property
     def recorder(self) -> RunRecorder:
         return self._run_store()[1]
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        """This process's dead-letter store (engines are per process)."""
+        assert self.settings.database_url is not None
+        return DeadLetterStore(engine_for(self.settings.database_url))
 
     @property
     def uses_redis(self) -> bool:
@@ -112,6 +125,9 @@ def resolve_services(settings: Settings) -> Settings:
         updates["result_backend"] = broker if str(broker).startswith("redis") else "rpc://"
     if settings.cache_url is None and str(broker).startswith("redis"):
         updates["cache_url"] = broker
+    database = updates.get("database_url", settings.database_url)
+    if (secured := database_url_with_tls(settings.tls, database)) != database:
+        updates["database_url"] = secured
     return settings.model_copy(update=updates) if updates else settings
 
 
@@ -156,8 +172,13 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
             "priority_steps": list(range(MAX_PRIORITY + 1)),
             "sep": ":",
             "queue_order_strategy": "priority",
+            **redelivery_options(settings.visibility_timeout),
         }
-    return config
+        if is_tcp_redis(settings.broker_url):
+            config["broker_transport_options"] |= redis_transport_options()
+    config |= outage_config(settings.result_backend)
+    config |= tls_celery_config(settings.tls, settings.broker_url, settings.result_backend)
+    return config | signing_config(settings.signing)
 
 
 def _user_overrides() -> dict[str, Any]:
@@ -203,7 +224,7 @@ def create_app(settings: Settings | None = None) -> ConveyorApp:
 
     given = settings or load_settings()
     settings = resolve_services(given)
-    agents = discover_agents(settings.agent_modules)
+    agents = discover_agents(settings.agent_modules, plugins=settings.load_plugins)
     for spec in agents:
         if spec.pool not in settings.pools:
             raise ConfigError(
@@ -216,6 +237,8 @@ def create_app(settings: Settings | None = None) -> ConveyorApp:
     app = ConveyorApp(settings, agents, embedded=embedded, set_as_current=True)
     app.loader.override_backends = dict(RESULT_BACKEND_OVERRIDES)
     app.config_from_object(config)
+    enable_signing(app, settings.signing)
+    warn_if_insecure(settings.tls, settings.service_urls)
     for spec in agents:
         bind_agent(app, spec)
     return app

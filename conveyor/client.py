@@ -21,6 +21,7 @@ from conveyor.errors import RunFailed, RunTimeout, ServiceUnavailable
 from conveyor.models.repository import NewRun, Run
 from conveyor.models.runs import FINAL_STATUSES, RunStatus
 from conveyor.models.statements import NOTIFY_CHANNEL
+from conveyor.visibility import check_countdown
 from conveyor.workers.execution import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ class Client:
             raise ValueError(f"idempotency_keys has {len(keys)} items for {len(items)} payloads")
         for item in items:
             spec.validate_input(item, self.app.validation_context)
+        if countdown is not None:
+            check_countdown(self.app, spec, countdown)
         queue = self.app.agent_queue(spec)
         wire_priority = self.app.broker_priority(priority) if priority is not None else None
         self._listen()

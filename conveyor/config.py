@@ -8,11 +8,20 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigError
 from conveyor.memory.schema import MemoryLimits
+from conveyor.signing import Signing, check_signing
+from conveyor.tls import TLS, check_tls
 from conveyor.workers.pools import BUILTIN_POOLS, Pool
 
 ENV_PREFIX = "CONVEYOR_"
@@ -37,10 +46,15 @@ class Settings(BaseSettings):
     result_backend: str | None = None
     data_dir: Path = Path(".conveyor")
     agent_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    load_plugins: bool = True
+    """Load the agents of installed plugins (the `conveyor.agents` entry points)."""
     queue_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,40}$")
     visibility_timeout: int = Field(default=3600, ge=1)
     soft_time_limit: float = Field(default=240.0, gt=0)
     time_limit: float = Field(default=300.0, gt=0)
+    record_retry_seconds: float = Field(default=120.0, ge=0, le=3600)
+    """How long a worker retries recording a run while PostgreSQL is unreachable; then the
+    message goes back to the broker unacknowledged (never acked unrecorded)."""
     pools: Annotated[dict[str, Pool], NoDecode] = Field(default_factory=lambda: dict(BUILTIN_POOLS))
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     cache_url: str | None = None
@@ -70,6 +84,26 @@ class Settings(BaseSettings):
     """Failed and rejected runs are kept this long instead (at least retention_days)."""
     retention_batch: int = Field(default=5000, ge=1, le=100_000)
     """Rows per DELETE statement of the purge."""
+    signing_key: Path | None = None
+    """PEM RSA private key: every message is signed (Celery's `auth` serializer) and only
+    signed ones are accepted. Needs signing_cert and signing_cert_store; docs/security.md."""
+    signing_key_password: SecretStr | None = None
+    signing_cert: Path | None = None
+    signing_cert_store: str | None = None
+    """Directory or glob of the PEM certificates whose signatures are accepted."""
+    signing_digest: str = "sha256"
+    tls_ca: Path | None = None
+    """CA bundle that verifies rediss://, amqps:// and PostgreSQL sslmode=verify-* servers."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_insecure: bool = False
+    """Skip TLS server verification (logged as a warning); never in production."""
+    max_deliveries: int = Field(default=3, ge=1, le=100)
+    """Deliveries of one attempt (a worker died running it) before the run is dead-lettered."""
+    max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """A task message whose body is larger is dead-lettered (too_large) without running. The
+    default admits the largest vector search (1000 queries of 4096 dims, ~22 MB)."""
+    _signing: Signing | None = PrivateAttr(default=None)
 
     @field_validator("broker_url")
     @classmethod
@@ -186,6 +220,35 @@ class Settings(BaseSettings):
                 f"CONVEYOR_TIME_LIMIT ({self.time_limit})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        self._signing = check_signing(
+            self.signing_key,
+            self.signing_cert,
+            self.signing_cert_store,
+            self.signing_key_password,
+            self.signing_digest,
+        )
+        check_tls(self.tls, self.service_urls)
+        return self
+
+    @property
+    def signing(self) -> Signing | None:
+        """The checked signing configuration, or None when messages are not signed."""
+        return self._signing
+
+    @property
+    def tls(self) -> TLS:
+        return TLS(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, insecure=self.tls_insecure)
+
+    @property
+    def service_urls(self) -> dict[str, str | None]:
+        """The URLs of the services, by their setting's name."""
+        return {
+            f"{ENV_PREFIX}{name.upper()}": getattr(self, name)
+            for name in ("broker_url", "result_backend", "cache_url", "database_url")
+        }
 
     def memory_limits(self) -> MemoryLimits:
         return MemoryLimits(

@@ -1,4 +1,4 @@
-"""Celery's Redis result backend, tuned for conveyor's hot path.
+"""Celery's Redis result backend, tuned for conveyor's hot path; its RPC backend, bounded.
 
 - No SUBSCRIBE for every submit: conveyor's Client waits for runs on PostgreSQL
   (LISTEN/NOTIFY), so subscribing to each task's result channel at submit time is wasted
@@ -9,6 +9,9 @@
 - The STARTED state (`task_track_started`) is written in the background, overlapping the
   run instead of delaying it, and is dropped when the run ends before it was written.
   A later state always waits for an in-flight STARTED write, so it is never overwritten.
+- RPC (RabbitMQ's default here): Celery declares the reply queue before every publish,
+  retrying forever, so a submit hung while RabbitMQ was down; here it retries as the
+  publish does (`task_publish_retry_policy`), and the submit fails with ServiceUnavailable.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ from concurrent.futures import Future
 from typing import Any
 
 from celery import states
+from celery._state import task_join_will_block  # type: ignore[attr-defined]
 from celery.backends.redis import RedisBackend
+from celery.backends.rpc import RPCBackend
 from celery.exceptions import BackendStoreError
+from kombu.common import maybe_declare
 from kombu.utils.encoding import bytes_to_str
 
 from conveyor.background import background_writer
 
 OVERRIDES = {alias: f"{__name__}:RedisResults" for alias in ("redis", "rediss")}
+OVERRIDES["rpc"] = f"{__name__}:RPCResults"
 log = logging.getLogger(__name__)
 
 SET_UNLESS_SUCCEEDED = """
@@ -131,3 +138,13 @@ class RedisResults(RedisBackend):
             future = self._started.pop(task_id, None)
         if future is not None and not future.cancel():
             future.result()
+
+
+class RPCResults(RPCBackend):
+    app: Any
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Declare the reply queue as Celery does, retrying only as long as a publish."""
+        if not task_join_will_block():
+            policy = self.app.conf.task_publish_retry_policy or {}
+            maybe_declare(self.binding(producer.channel), retry=True, **policy)

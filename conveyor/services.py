@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 
+from conveyor.tls import TLS, cache_ssl
+
 if TYPE_CHECKING:
     from conveyor.config import Settings
 
@@ -32,12 +34,14 @@ def per_process(kind: str, settings: Settings, build: Callable[[], T]) -> T:
         return cast(T, found[1])
 
 
-def cache_client(url: str | None) -> redis.Redis[bytes] | None:
+def cache_client(url: str | None, tls: TLS | None = None) -> redis.Redis[bytes] | None:
     """A Redis client for caches on `url` (redis://, rediss://, redis+socket://), or None.
 
-    Short timeouts: a cache that does not answer quickly is treated as absent.
+    Short timeouts: a cache that does not answer quickly is treated as absent. A rediss://
+    URL verifies the server as `tls` says (CERT_REQUIRED unless relaxed).
     """
     if not url:
         return None
     url = url.replace("redis+socket://", "unix://", 1)
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    ssl_options = cache_ssl(tls or TLS(), url)
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, **ssl_options)

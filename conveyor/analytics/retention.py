@@ -2,7 +2,8 @@
 
 Runs finished more than `days` ago go; failed and rejected ones stay until `failed_days`.
 Runs that are not final (no finished_at) are never touched, and neither is run_rollups, so
-the history of purged runs survives in their rollups.
+the history of purged runs survives in their rollups. A purged run's effect markers
+(run_effects, see conveyor.effects) go with it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _DELETE = text(
         FOR UPDATE SKIP LOCKED
     ), gone AS (
         DELETE FROM agent_runs WHERE id IN (SELECT id FROM doomed) RETURNING status
+    ), markers AS (
+        DELETE FROM run_effects WHERE run_id IN (SELECT id FROM doomed)
     )
     SELECT count(*), count(*) FILTER (WHERE status IN ('failed', 'rejected')) FROM gone
     """

@@ -8,12 +8,15 @@ import sys
 from typing import Any
 
 import click
+from amqp.exceptions import AccessRefused
+from amqp.exceptions import ConnectionError as AMQPConnectionError
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from conveyor.cli.beat import beat
 from conveyor.cli.demo import demo
+from conveyor.cli.dlq import dlq
 from conveyor.cli.flower import flower
 from conveyor.cli.health import health
 from conveyor.cli.metrics import autoscale, exporter, status
@@ -21,6 +24,7 @@ from conveyor.cli.report import report
 from conveyor.cli.runs import cancel, runs, submit
 from conveyor.cli.services import db, down, up, worker
 from conveyor.errors import ConveyorError
+from conveyor.redaction import install_redaction
 
 
 class _Conveyor(click.Group):
@@ -31,7 +35,13 @@ class _Conveyor(click.Group):
             return super().invoke(ctx)
         except ConveyorError as exc:
             _fail(str(exc))
-        except (BrokerError, RedisConnectionError, ConnectionError) as exc:
+        except (
+            BrokerError,
+            RedisConnectionError,
+            ConnectionError,
+            AMQPConnectionError,
+            AccessRefused,
+        ) as exc:
             _fail(f"broker unreachable: {exc}")
         except DatabaseError as exc:
             _fail(f"database unreachable: {str(exc.orig).strip().splitlines()[0]}")
@@ -55,6 +65,7 @@ def cli(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_redaction()
 
 
 for command in (
@@ -73,6 +84,7 @@ for command in (
     beat,
     report,
     health,
+    dlq,
 ):
     cli.add_command(command)
 

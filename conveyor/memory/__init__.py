@@ -71,7 +71,7 @@ def store_for(settings: Settings) -> MemoryStore:
         assert settings.database_url is not None
         return MemoryStore(
             engine_for(settings.database_url),
-            RecallCache(cache_client(settings.cache_url), settings.cache_ttl),
+            RecallCache(cache_client(settings.cache_url, settings.tls), settings.cache_ttl),
             settings.memory_limits(),
             MemoryVectors(service_for(settings)),
         )

@@ -105,21 +105,26 @@ class LocalAutoscaler:
             group = self.workers[name]
             decision = desired_replicas(self.app.settings.pool(name), states, len(group.running))
             target = self.recommend(name, decision, now)
-            action = ""
-            while len(group.running) < target:
-                group.running.append(self._launch(name))
-                action = "scale-out"
-            while len(group.running) > target:
-                proc = group.running.pop()
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                group.draining.append(proc)
-                action = "scale-in"
-            if action:
+            if action := self.scale_to(name, target):
                 events.append(self._event(now, name, action, decision, target))
         for event in events:
             self.on_event(event)
         return events
+
+    def scale_to(self, pool: str, replicas: int) -> str:
+        """Start workers, or SIGTERM the newest ones (a warm shutdown: running tasks finish or
+        go back to the queue), until `replicas` run; returns the action taken, if any."""
+        group, action = self.workers[pool], ""
+        while len(group.running) < replicas:
+            group.running.append(self._launch(pool))
+            action = "scale-out"
+        while len(group.running) > replicas:
+            proc = group.running.pop()
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            group.draining.append(proc)
+            action = "scale-in"
+        return action
 
     def _event(
         self,

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import Engine, Table, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from conveyor.models import jsonb
 from conveyor.models.runs import AgentRun, RunStatus
 from conveyor.models.statements import CLAIM, ENQUEUE, NOTIFY_CHANNEL, RECORD
+from conveyor.redaction import mask_secrets
 
 _runs = cast(Table, AgentRun.__table__)
+log = logging.getLogger(__name__)
 _JSON_FIELDS = ("input", "output")
 
 
@@ -77,6 +80,12 @@ class Outcome(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
+    @field_validator("error_message", "error_traceback")
+    @classmethod
+    def _mask_passwords(cls, value: str | None) -> str | None:
+        """Errors often quote a connection URL; its password is never stored or shown."""
+        return None if value is None else mask_secrets(value)
+
 
 class Claim(BaseModel):
     """The answer to a worker asking to start a run."""
@@ -88,6 +97,8 @@ class Claim(BaseModel):
 
     _restore_json = field_validator("output")(_restore)
     duplicate_of: str | None = None
+    deliveries: int = 0
+    """Deliveries of the current attempt, this one included, when claimed."""
 
 
 class RunRepository:
@@ -110,14 +121,35 @@ class RunRepository:
             return {}
         if all(r.idempotency_key is None for r in runs):
             publish(list(runs))
-            with self._autocommit.connect() as conn:
-                conn.execute(ENQUEUE, {"rows": _json_rows(runs)})
+            self._record_queued(runs)
             return {r.id: r.id for r in runs}
         with self.engine.begin() as conn:
             inserted = {row.id for row in conn.execute(ENQUEUE, {"rows": _json_rows(runs)})}
             owners = {r.id: r.id if r.id in inserted else self._owner_of(conn, r) for r in runs}
             publish([r for r in runs if r.id in inserted])
         return owners
+
+    def _record_queued(self, runs: Sequence[NewRun]) -> None:
+        """Insert published runs as queued. They are in the broker by now, so a database that
+        is down must not fail the submit (the caller would resubmit runs that will run): the
+        worker records each run when it claims it. A dead pooled connection (the server
+        restarted; SQLAlchemy has then invalidated the pool) gets one retry on a fresh one."""
+        for attempt in (1, 2):
+            try:
+                with self._autocommit.connect() as conn:
+                    conn.execute(ENQUEUE, {"rows": _json_rows(runs)})
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                log.warning(
+                    "%d run(s) published but not recorded as queued, e.g. %s: %s; their "
+                    "worker records them",
+                    len(runs),
+                    runs[0].id,
+                    str(exc).strip().splitlines()[0],
+                )
+                return
 
     @staticmethod
     def _owner_of(conn: Any, run: NewRun) -> str:
@@ -130,14 +162,24 @@ class RunRepository:
         ).scalar_one_or_none()
         return str(owner or run.id)
 
-    def claim(self, run: NewRun, worker: str) -> Claim:
-        """Mark a run started unless it already reached a final state (a redelivery)."""
-        params = {**run.model_dump(mode="json"), "worker": worker}
+    def claim(self, run: NewRun, worker: str, *, redelivered: bool = False) -> Claim:
+        """Mark a run started unless it already reached a final state (a redelivery).
+
+        Counts deliveries of the current attempt: a claim of a run that is still `started`
+        means the worker that claimed it before died. A `redelivered` message whose earlier
+        delivery left no claim (an idempotent agent) counts as its second delivery.
+        """
+        params = {**run.model_dump(mode="json"), "worker": worker, "redelivered": redelivered}
         params["input"] = jsonb.dumps(run.input)
         try:
             with self._autocommit.connect() as conn:
-                if conn.execute(CLAIM, params).first() is not None:
-                    return Claim(run_id=run.id, claimed=True, status=RunStatus.STARTED)
+                if (claimed := conn.execute(CLAIM, params).first()) is not None:
+                    return Claim(
+                        run_id=run.id,
+                        claimed=True,
+                        status=RunStatus.STARTED,
+                        deliveries=claimed.deliveries,
+                    )
                 row = conn.execute(
                     select(_runs.c.status, _runs.c.output).where(_runs.c.id == run.id)
                 ).one()

@@ -58,6 +58,10 @@ class AgentRun(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_traceback: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Deliveries of the current attempt; above one means a worker died running it."""
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    """Every recorded error, oldest first: attempt, status, type, message, at."""
     enqueued_at: Mapped[datetime | None] = mapped_column(_tz)
     started_at: Mapped[datetime | None] = mapped_column(_tz)
     finished_at: Mapped[datetime | None] = mapped_column(_tz)

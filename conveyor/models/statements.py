@@ -30,6 +30,13 @@ _RECORDSET = """jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
     enqueued_at timestamptz, started_at timestamptz, finished_at timestamptz, worker text,
     idempotency_key text, parent_id text, root_id text)"""
 
+ERROR_MESSAGE_CHARS = 1000
+"""Characters of each error message kept in a run's error history."""
+_ERROR_ENTRY = f"""CASE WHEN error_type IS NULL THEN NULL ELSE jsonb_build_array(jsonb_build_object(
+    'attempt', attempts, 'status', status, 'type', error_type,
+    'message', left(error_message, {ERROR_MESSAGE_CHARS}), 'worker', worker,
+    'at', coalesce(finished_at, now()))) END"""
+
 ENQUEUE: TextClause = text(f"""
 INSERT INTO agent_runs (id, agent, pool, queue, status, input, idempotency_key,
                         parent_id, root_id, enqueued_at)
@@ -41,15 +48,17 @@ RETURNING id
 
 CLAIM: TextClause = text(f"""
 INSERT INTO agent_runs AS a (id, agent, pool, queue, status, input, idempotency_key, parent_id,
-                             root_id, enqueued_at, started_at, attempts, worker)
+                             root_id, enqueued_at, started_at, attempts, worker, deliveries)
 VALUES (:id, :agent, :pool, :queue, 'started', CAST(:input AS jsonb), :idempotency_key,
         :parent_id, :root_id, coalesce(CAST(:enqueued_at AS timestamptz), now()), now(), 1,
-        :worker)
+        :worker, CASE WHEN CAST(:redelivered AS boolean) THEN 2 ELSE 1 END)
 ON CONFLICT (id) DO UPDATE SET
     status = 'started', attempts = a.attempts + 1, worker = excluded.worker,
-    started_at = now(), updated_at = now(), queue = coalesce(a.queue, excluded.queue)
+    started_at = now(), updated_at = now(), queue = coalesce(a.queue, excluded.queue),
+    deliveries = CASE WHEN a.status = 'started' THEN a.deliveries + 1
+                      ELSE excluded.deliveries END
 WHERE a.status NOT IN {FINAL}
-RETURNING a.status
+RETURNING a.status, a.deliveries
 """)
 
 RECORD: TextClause = text(f"""
@@ -57,17 +66,19 @@ WITH written AS (
     INSERT INTO agent_runs AS a (id, agent, pool, queue, status, input, output, error_type,
                                  error_message, error_traceback, attempts, enqueued_at,
                                  started_at, finished_at, worker, idempotency_key, parent_id,
-                                 root_id)
+                                 root_id, errors)
     SELECT id, agent, pool, queue, status, input, output, error_type, error_message,
            error_traceback, attempts, coalesce(enqueued_at, started_at, now()), started_at,
-           finished_at, worker, idempotency_key, parent_id, root_id
+           finished_at, worker, idempotency_key, parent_id, root_id, {_ERROR_ENTRY}
     FROM {_RECORDSET}
     ON CONFLICT (id) DO UPDATE SET
         status = excluded.status, output = excluded.output, error_type = excluded.error_type,
         error_message = excluded.error_message, error_traceback = excluded.error_traceback,
         finished_at = excluded.finished_at, worker = coalesce(excluded.worker, a.worker),
         attempts = greatest(a.attempts, excluded.attempts),
-        started_at = coalesce(a.started_at, excluded.started_at), updated_at = now()
+        started_at = coalesce(a.started_at, excluded.started_at), updated_at = now(),
+        errors = CASE WHEN excluded.errors IS NULL THEN a.errors
+                      ELSE coalesce(a.errors, '[]'::jsonb) || excluded.errors END
     WHERE a.status <> 'cancelled'
     RETURNING a.*
 ), rows AS MATERIALIZED (

@@ -68,7 +68,7 @@ def service_for(settings: Settings) -> VectorService:
         assert settings.database_url is not None
         return VectorService(
             VectorStore(engine_for(settings.database_url)),
-            EmbeddingCache(cache_client(settings.cache_url)),
+            EmbeddingCache(cache_client(settings.cache_url, settings.tls)),
             settings.data_dir / "vector",
         )
 

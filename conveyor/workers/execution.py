@@ -16,9 +16,13 @@ from celery.worker.request import Request
 from conveyor.agents import Agent
 from conveyor.context import RunContext, _current
 from conveyor.errors import InvalidInput
+from conveyor.models.deadletters import DeadLetterReason
 from conveyor.models.repository import Claim, NewRun, Outcome
 from conveyor.models.runs import RunStatus
+from conveyor.redaction import mask_secrets
+from conveyor.visibility import retry_backoff_max
 from conveyor.workers.asyncloop import run_coroutine
+from conveyor.workers.deadletters import dead_letter_run
 from conveyor.workers.pools import CATCH_ALL_QUEUE
 
 if TYPE_CHECKING:
@@ -27,17 +31,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 HEADER_ENQUEUED_AT = "conveyor_enqueued_at"
 HEADER_IDEMPOTENCY_KEY = "conveyor_idempotency_key"
+_HEADERS = (HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY)
+WORKER_LOST = "WorkerLost"
+"""The error type of a run failed because it was delivered more than max_deliveries times."""
 
 
 class AgentRequest(Request):
     """A worker's request for an agent run: its task-started event also carries the agent
-    name and the enqueue time, so the exporter can measure queue wait from events alone."""
+    name and the enqueue time, so the exporter can measure queue wait from events alone.
+    Failure events (Flower shows them) carry their error with passwords masked."""
 
     def send_event(self, type: str, **fields: Any) -> None:
         if type == "task-started":
             fields.setdefault("name", self.name)
             headers = cast(Any, self).request_dict
             fields.setdefault("enqueued_at", headers.get(HEADER_ENQUEUED_AT))
+        for name in ("exception", "traceback"):
+            if isinstance(fields.get(name), str):
+                fields[name] = mask_secrets(fields[name])
         super().send_event(type, **fields)
 
 
@@ -92,13 +103,18 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def _claim(app: ConveyorApp, run: NewRun, worker: str) -> Claim | None:
+def _claim(task: AgentTask, run: NewRun, worker: str) -> Claim | None:
     """Claim the run for this worker: None to go ahead, a finished Claim to return its output.
 
-    Raises Ignore for a run that must not execute: cancelled, failed before, or holding an
-    idempotency key that belongs to another run.
+    Raises Ignore for a run that must not execute: cancelled, failed before, holding an
+    idempotency key that belongs to another run, or delivered more than max_deliveries times.
     """
-    claim = app.runs.claim(run, worker)
+    app = cast("ConveyorApp", task.app)
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    # Only an idempotent agent's first delivery skips the claim; for the others a redelivered
+    # message that was never claimed (prefetched, then handed back) did not start, so the
+    # claim's own count (a run still `started`) is exact.
+    claim = app.recorder.claim(run, worker, redelivered=redelivered and task.agent.idempotent)
     if claim.duplicate_of is not None:
         app.recorder.record(
             Outcome(
@@ -113,10 +129,39 @@ def _claim(app: ConveyorApp, run: NewRun, worker: str) -> Claim | None:
         )
         raise Ignore()
     if claim.claimed:
+        if claim.deliveries > app.settings.max_deliveries:
+            _give_up_on_lost_workers(task, run, worker, claim.deliveries)
         return None
     log.info("run %s is already %s; not running it again", run.id, claim.status.value)
     if claim.status is RunStatus.SUCCEEDED:
         return claim
+    raise Ignore()
+
+
+def _give_up_on_lost_workers(task: AgentTask, run: NewRun, worker: str, deliveries: int) -> None:
+    """A run whose workers keep dying (kill -9, out of memory) is failed and dead-lettered
+    instead of being requeued forever by reject_on_worker_lost; its message is acked."""
+    app = cast("ConveyorApp", task.app)
+    message = (
+        f"delivered {deliveries} times, more than max_deliveries "
+        f"({app.settings.max_deliveries}; CONVEYOR_MAX_DELIVERIES): its worker was lost "
+        "each time (killed, or out of memory)"
+    )
+    log.error("run %s %s; dead-lettered", run.id, message)
+    dead_letter_run(
+        task, DeadLetterReason.WORKER_LOST, WORKER_LOST, message, conveyor_headers=_HEADERS
+    )
+    app.recorder.record(
+        Outcome(
+            run=run,
+            status=RunStatus.FAILED,
+            worker=worker,
+            attempts=task.request.retries + 1,
+            finished_at=_now(),
+            error_type=WORKER_LOST,
+            error_message=message,
+        )
+    )
     raise Ignore()
 
 
@@ -132,11 +177,7 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
             kwargs,
             task_id=req.id,
             queue=own_queue,
-            headers={
-                k: str(v)
-                for k in (HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY)
-                if (v := getattr(req, k, None))
-            },
+            headers={k: str(v) for k in _HEADERS if (v := getattr(req, k, None))},
         )
         raise Ignore()
     worker = req.hostname or "unknown"
@@ -156,8 +197,8 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         root_id=req.root_id if req.root_id != req.id else None,
         enqueued_at=_parse_time(getattr(req, HEADER_ENQUEUED_AT, None)),
     )
-    if not spec.idempotent:
-        claim = _claim(app, run, worker)
+    if not spec.idempotent or (req.delivery_info or {}).get("redelivered"):
+        claim = _claim(task, run, worker)
         if claim is not None:
             return claim.output
     started, attempt = _now(), req.retries + 1
@@ -209,12 +250,19 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         raise
     except spec.retry_on as exc:
         if req.retries >= spec.retries:
+            dead_letter_run(
+                task,
+                DeadLetterReason.RETRIES_EXHAUSTED,
+                type(exc).__name__,
+                f"{exc} (after {attempt} attempt(s); retries={spec.retries})",
+                conveyor_headers=_HEADERS,
+            )
             record(RunStatus.FAILED, exc=exc)
             raise
         countdown = get_exponential_backoff_interval(
             factor=spec.retry_backoff,
             retries=req.retries,
-            maximum=spec.retry_backoff_max,
+            maximum=retry_backoff_max(app, spec),
             full_jitter=True,
         )
         record(RunStatus.RETRYING, exc=exc)

@@ -1,13 +1,43 @@
-"""Group commit of run state changes: one statement for all that arrive together."""
+"""Group commit of run state changes, retried through a database outage within a budget."""
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from typing import Any, TypeVar, cast
 
-from conveyor.models.repository import Outcome, RunRepository
+from celery.exceptions import Reject
+from kombu.utils.functional import retry_over_time
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from conveyor.dlq.entry import NewDeadLetter
+from conveyor.dlq.store import DeadLetterStore
+from conveyor.models.repository import Claim, NewRun, Outcome, RunRepository
 
 MAX_BATCH = 500
+DEFAULT_RETRY_SECONDS = 120.0
+RETRY_FIRST_WAIT = 0.1
+RETRY_WAIT_STEP = 0.5
+RETRY_MAX_WAIT = 5.0
+TRANSIENT = (OperationalError, InterfaceError)
+"""What a restarting or unreachable PostgreSQL raises; anything else is a bug or bad data,
+never retried."""
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RecordingUnavailable(Reject):
+    """The run store stayed unreachable for the whole retry budget.
+
+    A Celery `Reject` with requeue: raised in a task, the worker hands the message back to
+    the broker unacknowledged, so a run is never acked without its outcome being durable.
+    The redelivery finds the run not final and runs it again (effects stay once through
+    `effect_once`). It keeps Reject's constructor, so the pool can ship it from the child
+    process that raised it to the worker.
+    """
 
 
 class RunRecorder:
@@ -18,13 +48,31 @@ class RunRecorder:
     callers that arrive while it writes queue up and the next of them writes them all at
     once. A single-threaded prefork child thus writes inline, and a threads pool under load
     commits many runs per round trip.
+
+    Claims and outcomes ride out a database restart: a write that fails on a lost connection
+    is retried with growing waits (RETRY_FIRST_WAIT, then RETRY_WAIT_STEP more each time, at
+    most RETRY_MAX_WAIT) for up to `retry_seconds`, then raises RecordingUnavailable.
     """
 
-    def __init__(self, repository: RunRepository) -> None:
+    def __init__(
+        self, repository: RunRepository, retry_seconds: float = DEFAULT_RETRY_SECONDS
+    ) -> None:
         self.repository = repository
+        self.retry_seconds = retry_seconds
         self._turn = threading.Condition()
         self._pending: list[tuple[Outcome, Future[None]]] = []
         self._writing = False
+
+    def claim(self, run: NewRun, worker: str, **options: Any) -> Claim:
+        """RunRepository.claim, retried through an outage."""
+        return self._durably(
+            f"the start of run {run.id}", self.repository.claim, run, worker, **options
+        )
+
+    def dead_letter(self, store: DeadLetterStore, letter: NewDeadLetter) -> int | None:
+        """DeadLetterStore.add, retried through an outage like a claim: a run is dead-lettered
+        before its failure is recorded, so that write must not be lost either."""
+        return self._durably(f"the dead letter of run {letter.run_id}", store.add, letter)
 
     def record(self, outcome: Outcome) -> None:
         """Commit an outcome, alone or together with others that are waiting."""
@@ -38,8 +86,9 @@ class RunRecorder:
             self._writing = True
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
-            self.repository.record([o for o, _ in batch])
-        except Exception as exc:
+            what = f"{len(batch)} run outcome(s), first {batch[0][0].run.id}"
+            self._durably(what, self.repository.record, [o for o, _ in batch])
+        except BaseException as exc:
             for _, waiter in batch:
                 waiter.set_exception(exc)
         else:
@@ -50,3 +99,45 @@ class RunRecorder:
                 self._writing = False
                 self._turn.notify_all()
         return done.result()
+
+    def _durably(self, what: str, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def retrying(exc: Exception, waits: Iterator[float], retries: int) -> float:
+            wait = next(waits)
+            log.warning(
+                "recording %s failed (%s); retry %d in %.1fs",
+                what,
+                _first_line(exc),
+                retries + 1,
+                wait,
+            )
+            return wait
+
+        try:
+            result: T = retry_over_time(
+                write,
+                TRANSIENT,
+                args,
+                kwargs,
+                errback=cast(Any, retrying),  # kombu's stub types it wrongly
+                interval_start=RETRY_FIRST_WAIT,
+                interval_step=RETRY_WAIT_STEP,
+                interval_max=RETRY_MAX_WAIT,
+                timeout=self.retry_seconds,
+                max_retries=None if self.retry_seconds > 0 else 0,
+            )
+        except TRANSIENT as exc:
+            log.error(
+                "giving up recording %s after %gs: %s", what, self.retry_seconds, _first_line(exc)
+            )
+            raise RecordingUnavailable(
+                f"could not record {what}: the database was unreachable for "
+                f"{self.retry_seconds:g}s (CONVEYOR_RECORD_RETRY_SECONDS): {_first_line(exc)}",
+                requeue=True,
+            ) from exc
+        return result
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error without the statement and parameters SQLAlchemy appends (run input)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

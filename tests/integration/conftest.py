@@ -11,7 +11,14 @@ import pytest
 
 from conveyor import Client, ConveyorApp, create_app, load_settings
 from conveyor.models.migrate import upgrade
-from tests.support.services import AMQP, admin_url, reachable, redis_base, scratch_database
+from tests.support.services import (
+    admin_url,
+    local_amqp_url,
+    reachable,
+    redis_base,
+    redis_test_db,
+    scratch_database,
+)
 from tests.support.workers import WorkerProcess
 
 AGENT_MODULES = "tests.support.agents"
@@ -37,7 +44,7 @@ def database_url(pg_admin: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url(embedded_dir: Path) -> str:
     base = redis_base(embedded_dir)
-    return base if base.startswith("redis+socket") else f"{base}/3"
+    return base if base.startswith("redis+socket") else f"{base}/{redis_test_db()}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -102,4 +109,4 @@ def client(redis_app: ConveyorApp, redis_workers: dict[str, WorkerProcess]) -> I
 def amqp_url() -> str:
     if not reachable("127.0.0.1", 5672):
         pytest.skip("RabbitMQ is not running on 127.0.0.1:5672 and has no embedded fallback")
-    return AMQP
+    return local_amqp_url()

@@ -114,3 +114,27 @@ def big(size: int) -> str:
 @agent(name="tests.tick", idempotent=True, retries=0)
 def tick() -> None:
     """Sent by `conveyor beat` in the leader test; its runs' enqueued_at are the ticks."""
+
+
+@agent(name="tests.until_flag", retries=1, retry_backoff=0)
+def until_flag(flag: str, counter: str) -> int:
+    """Counts its executions; fails with a transient error until the Redis key `flag` is set."""
+    client = _redis()
+    executions = int(client.incr(counter))
+    if not client.exists(flag):
+        raise TransientError(f"flag {flag} not set (execution {executions})")
+    return executions
+
+
+@agent(name="tests.crash")
+def crash(counter: str) -> None:
+    """Counts its executions, then kills its own worker process (kill -9)."""
+    _redis().incr(counter)
+    os.kill(os.getpid(), 9)
+
+
+@agent(name="tests.crash_idempotent", idempotent=True)
+def crash_idempotent(counter: str) -> None:
+    """As tests.crash, for an idempotent agent (which skips the claim on first delivery)."""
+    _redis().incr(counter)
+    os.kill(os.getpid(), 9)

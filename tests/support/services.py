@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +18,44 @@ from sqlalchemy.engine import make_url
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+RABBITMQ_API = "http://127.0.0.1:15672/api"
+
+
+def session_slot() -> int:
+    """This pytest-xdist worker's number (gw0 is 0), 0 without xdist."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def redis_test_db() -> int:
+    """Redis db 3, or CONVEYOR_TEST_REDIS_DB, plus the xdist slot. Sessions that run side by
+    side need their own db: plain Celery's catch-all `celery` queue and kombu's `unacked`
+    hash are shared by every queue prefix in a db."""
+    return int(os.environ.get("CONVEYOR_TEST_REDIS_DB", "3")) + session_slot()
+
+
+def local_amqp_url() -> str:
+    """The local RabbitMQ: vhost / for the first session, a vhost of its own for each other
+    xdist worker (made through the management API), for the same reason as redis_test_db."""
+    slot = session_slot()
+    if slot == 0:
+        return AMQP
+    vhost = f"conveyor-test-{slot}"
+    _rabbitmq_api("PUT", f"/vhosts/{vhost}", {})
+    _rabbitmq_api(
+        "PUT", f"/permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"}
+    )
+    return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+
+def _rabbitmq_api(method: str, path: str, body: dict[str, str]) -> None:
+    request = urllib.request.Request(
+        RABBITMQ_API + path,
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="},
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
 
 
 def reachable(host: str, port: int) -> bool:

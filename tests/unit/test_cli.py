@@ -53,6 +53,7 @@ def test_every_command_is_covered() -> None:
         "cancel",
         "db",
         "demo",
+        "dlq",
         "down",
         "exporter",
         "flower",
@@ -66,6 +67,8 @@ def test_every_command_is_covered() -> None:
     }
     assert ("db", "upgrade") in COMMANDS
     assert ("db", "current") in COMMANDS
+    for action in ("list", "show", "replay", "purge"):
+        assert ("dlq", action) in COMMANDS
     for check in ("worker", "broker", "database", "exporter", "flower"):
         assert ("health", check) in COMMANDS
 

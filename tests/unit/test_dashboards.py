@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from conveyor.app import ConveyorApp
+from conveyor.metrics.deadletters import DeadLetterCollector
 from conveyor.metrics.events import STATES
 from conveyor.metrics.exporter import Exporter, QueueCollector
 from conveyor.metrics.queues import QueueState, queue_pools
@@ -169,6 +170,8 @@ def exported(fake_app: ConveyorApp, monkeypatch: pytest.MonkeyPatch) -> dict[str
         for queue, pool in sorted(queue_pools(fake_app).items())
     ]
     monkeypatch.setattr(exporter.reader, "read", lambda fresh=False: states)
+    # The dead-letter count needs PostgreSQL: fake an empty table (every pool at 0).
+    monkeypatch.setattr(DeadLetterCollector, "_fetch", lambda self: {})
     assert exporter.events is not None
     base = {"uuid": "u-1", "name": "unit.agent", "hostname": "default@host", "runtime": 0.5}
     for kind in STATES:

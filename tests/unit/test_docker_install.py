@@ -115,6 +115,15 @@ def test_the_builder_stage_installs_conveyor_from_the_pins(tmp_path: Path) -> No
     assert location.startswith(str(venv)), location
 
 
+EXTRA_PACKAGES = {
+    "redis": "redis",
+    "hiredis": "hiredis",
+    "binary": "psycopg-binary",
+    "pool": "psycopg-pool",
+}
+"""The package each extra used in pyproject.toml's dependencies brings in."""
+
+
 def test_every_runtime_dependency_is_pinned() -> None:
     """Fast: each dependency of pyproject.toml has an exact pin (the slow test checks the
     whole set with pip check)."""
@@ -137,7 +146,10 @@ def test_every_runtime_dependency_is_pinned() -> None:
             f"{name}=={pinned[name]} does not satisfy {dependency}: run deploy/docker/lock.sh"
         )
         for extra in requirement.extras:
-            assert extra in ("redis", "binary", "pool"), f"unknown extra {extra}"
+            assert EXTRA_PACKAGES.get(extra) in pinned, (
+                f"{dependency}: extra {extra!r} pulls {EXTRA_PACKAGES.get(extra, '?')}, which is "
+                f"not pinned in {REQUIREMENTS.name}: run deploy/docker/lock.sh"
+            )
 
 
 def install(step: str, venv: Path, source: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -189,3 +201,19 @@ def test_install_sh_refuses_bad_arguments(tmp_path: Path) -> None:
     assert done.returncode == 2 and "requirements step first" in done.stderr
     done = install("requirements", tmp_path / "venv", tmp_path / "missing.txt")
     assert done.returncode == 2 and "no requirements file" in done.stderr
+
+
+def test_the_image_pins_the_signing_extra() -> None:
+    """The image supports message signing: the `signing` extra's packages are pinned too."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    pinned = pins(REQUIREMENTS.read_text())
+    for dependency in extras["signing"]:
+        requirement = Requirement(dependency)
+        found = [p for p in pinned if p.startswith(f"{requirement.name.lower()}==")]
+        assert found, f"{requirement.name} is not in {REQUIREMENTS.name}: run deploy/docker/lock.sh"
+        assert requirement.specifier.contains(found[0].partition("==")[2])

@@ -33,6 +33,7 @@ ALERTS = {
     "ConveyorWorkerPoolDown",
     "ConveyorExporterDown",
     "ConveyorBeatLeaderMissing",
+    "ConveyorDeadLetters",
 }
 
 

@@ -29,6 +29,7 @@ PUBLIC_API = [
     "agent",
     "create_app",
     "current_run",
+    "effect_once",
     "load_settings",
     "registry",
 ]
