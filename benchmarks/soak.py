@@ -15,8 +15,12 @@ Client.submit_many in chunks of --chunk while at most --inflight runs are unfini
 Accounted: when every submitted id has a final status in agent_runs (or --timeout passes),
 the runs are counted by agent and status; `lost` are ids with no row or no final status.
 Memory: VmRSS summed over each worker's process tree (main process and children) after
---warmup runs and at the end, and the largest VmHWM (peak) of any of its processes; growth
-is end / after-warm-up.
+--warmup runs, each time another tenth of the runs has finished, and at the end, with the
+largest VmHWM (peak) of any of its processes: a leak shows as steady growth over the tenths.
+A prefork worker's main process also holds one cancelled timer per task until that task's
+hard time limit would have passed (kombu keeps cancelled entries in its heap until their
+time), so its RSS rises for the first `time limit` seconds and then levels off; --time-limit
+shortens that window to show the plateau within the run.
 
 Baseline, same invocation (after the soak, workers stopped): raw Celery
 (benchmarks.raw_app, JSON, Redis result backend) with the same four worker processes (same
@@ -168,6 +172,13 @@ def soak(args: argparse.Namespace, env: dict[str, str], workers: h.Workers) -> d
         prepare_vector(client, random.Random(args.seed))
         base = finished(conn)
         warm: dict[str, Any] | None = None
+        series: list[dict[str, Any]] = []
+
+        def sample(done: int) -> None:
+            """A memory reading each time another tenth of the runs has finished."""
+            if done >= (len(series) + 1) * args.count // 10:
+                series.append({"finished": done, **memory_of(running)})
+
         t0 = time.monotonic()
         for start in range(0, len(jobs), args.chunk):
             while len(ids) - (finished(conn) - base) > args.inflight:
@@ -182,6 +193,7 @@ def soak(args: argparse.Namespace, env: dict[str, str], workers: h.Workers) -> d
             done = finished(conn) - base
             if warm is None and done >= args.warmup:
                 warm = memory_of(running)
+            sample(done)
             if time.monotonic() - progress_at > 10:
                 progress_at = time.monotonic()
                 rate = done / (progress_at - t0)
@@ -194,6 +206,7 @@ def soak(args: argparse.Namespace, env: dict[str, str], workers: h.Workers) -> d
             for w in running.values():
                 w.check_alive()
             time.sleep(0.2)
+            sample(finished(conn) - base)
             if time.monotonic() - progress_at > 10:
                 progress_at = time.monotonic()
                 print(f"[soak] finished {finished(conn) - base:,} / {len(ids):,}", file=sys.stderr)
@@ -214,6 +227,7 @@ def soak(args: argparse.Namespace, env: dict[str, str], workers: h.Workers) -> d
         "lost": len(set(ids) - final),
         "memory_after_warmup": warm or end,
         "memory_end": end,
+        "memory_series": series,
     }
 
 
@@ -278,12 +292,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "CONVEYOR_DATA_DIR": data_dir,
             "CONVEYOR_QUEUE_PREFIX": h.unique("soak") + ".",
         }
+        if args.time_limit:
+            env["CONVEYOR_TIME_LIMIT"] = str(args.time_limit)
+            env["CONVEYOR_SOFT_TIME_LIMIT"] = str(args.time_limit * 0.8)
         conveyor = soak(args, {**env, "ADMIN_URL": h.pg_url(db)}, workers)
         raw = raw_baseline(args, broker, workers)
     return {
         "benchmark": "soak",
         "machine": machine | {"loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "config": {k: getattr(args, k) for k in ("count", "raw_count", "inflight", "seed")},
+        "config": {
+            k: getattr(args, k) for k in ("count", "raw_count", "inflight", "seed", "time_limit")
+        },
         "mix": MIX,
         "conveyor": conveyor,
         "raw_celery": raw,
@@ -307,6 +326,10 @@ def report(result: dict[str, Any]) -> None:
             f"  {pool:<10} {a['rss_kb'] / 1024:7.1f} -> {b['rss_kb'] / 1024:7.1f}"
             f"   peak {b['peak_kb'] / 1024:7.1f}"
         )
+    print("worker RSS (MiB) each tenth of the runs: finished, " + ", ".join(POOLS))
+    for point in c["memory_series"]:
+        sizes = ", ".join(f"{point[pool]['rss_kb'] / 1024:.1f}" for pool in POOLS)
+        print(f"  {point['finished']:>8,}  {sizes}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     add("--timeout", type=float, default=3600.0, help="seconds to wait for the last run (3600)")
     add("--redis-db", type=int, default=13, help="broker db; +1 is the cache (both flushed) (13)")
     add("--seed", type=int, default=1, help="workload seed (1)")
+    add(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="CONVEYOR_TIME_LIMIT for the workers (soft: 80 %%); default conveyor's 300 s",
+    )
     h.add_common_args(parser, raw_celery=False)
     return h.run_main(parser, argv, run, report)
 
