@@ -27,7 +27,7 @@ from conveyor.outages import is_tcp_redis, outage_config, redis_transport_option
 from conveyor.results import OVERRIDES as RESULT_BACKEND_OVERRIDES
 from conveyor.signing import enable_signing, signing_config
 from conveyor.tls import database_url_with_tls, tls_celery_config, warn_if_insecure
-from conveyor.visibility import redelivery_options
+from conveyor.visibility import DEFAULT_VISIBILITY_TIMEOUT, redelivery_options
 from conveyor.workers.execution import HEADER_ENQUEUED_AT
 from conveyor.workers.pools import CATCH_ALL_QUEUE
 from conveyor.workers.recorder import RunRecorder
@@ -206,7 +206,9 @@ def check_config(config: dict[str, Any], settings: Settings, agents: Registry) -
             raise ConfigError(f"invalid Celery setting {key}: pickle is refused, use json")
     if not str(config.get("broker_url")).startswith("redis"):
         return
-    visibility = (config.get("broker_transport_options") or {}).get("visibility_timeout", 3600)
+    visibility = (config.get("broker_transport_options") or {}).get(
+        "visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT
+    )
     limits = [(settings.time_limit, "default (CONVEYOR_TIME_LIMIT)")]
     limits += [(a.time_limit, f"agent {a.name}") for a in agents if a.time_limit]
     longest, who = max(limits, key=lambda limit: limit[0])

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from conveyor.app import ConveyorApp
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600
+"""kombu's own, when broker_transport_options set none."""
 MARGIN = 1.0
 """Seconds kept free for publishing, polling and clock differences."""
 
