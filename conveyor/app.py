@@ -176,7 +176,7 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
         }
         if is_tcp_redis(settings.broker_url):
             config["broker_transport_options"] |= redis_transport_options()
-    config |= outage_config(settings.result_backend)
+    config |= outage_config(settings.broker_url, settings.result_backend)
     config |= tls_celery_config(settings.tls, settings.broker_url, settings.result_backend)
     return config | signing_config(settings.signing)
 

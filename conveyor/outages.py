@@ -13,6 +13,10 @@ until TCP gives up, minutes later. These bounds make both sides fail fast and re
   connection as often; TCP keepalive is on.
 - AMQP keeps Celery's heartbeat (120 s asked, the server's 60 s by default): lowering it
   makes RabbitMQ drop idle producer connections, which send no heartbeats.
+- On AMQP a worker's control (pidbox) queue is not exclusive: after a blackhole the broker
+  still holds the worker's dead connection until heartbeats time it out, and an exclusive
+  queue owned by that connection refused the reconnecting worker (RESOURCE_LOCKED), so it
+  consumed nothing until then. Control replies may go to the dead consumer meanwhile.
 - A worker that loses the broker lets its running tasks finish: their outcome is recorded
   in PostgreSQL before the ack, and the broker redelivers the messages it could not take
   back, which the run's claim then skips (Celery's future default would cancel them).
@@ -44,13 +48,15 @@ def redis_transport_options() -> dict[str, Any]:
     }
 
 
-def outage_config(result_backend: str | None) -> dict[str, Any]:
+def outage_config(broker_url: str | None, result_backend: str | None) -> dict[str, Any]:
     """Celery settings for outages of the broker and of a Redis result backend."""
     config: dict[str, Any] = {
         "broker_connection_retry": True,
         "broker_connection_timeout": CONNECT_TIMEOUT,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
+    if urlsplit(str(broker_url)).scheme in ("amqp", "amqps", "pyamqp"):
+        config["control_queue_exclusive"] = False
     if is_tcp_redis(result_backend):
         config |= {
             "redis_socket_timeout": SOCKET_TIMEOUT,

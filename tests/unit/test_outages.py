@@ -152,6 +152,16 @@ def test_amqp_gets_no_redis_options() -> None:
     )
     assert "broker_transport_options" not in config
     assert config["worker_cancel_long_running_tasks_on_connection_loss"] is False
+    assert config["control_queue_exclusive"] is False, (
+        "an exclusive pidbox queue held by a dead connection locks a reconnecting worker out"
+    )
+
+
+def test_redis_keeps_celerys_control_queue_settings() -> None:
+    config = celery_config(
+        load_settings(broker_url=FAKE_BROKER, database_url=FAKE_DATABASE), Registry()
+    )
+    assert "control_queue_exclusive" not in config
 
 
 def test_the_embedded_unix_socket_gets_no_tcp_options() -> None:
