@@ -15,7 +15,9 @@ collections (cosine); the first vector.stats afterwards builds the worker's repl
      with their text; queries: the first sentences of --queries of those docstrings
 Recall@k: conveyor's answers (client.vector.search, --queries in batches of --batch) against
 exact search (numpy, same vectors); "ties" also counts a hit whose exact score equals the k-th.
-QPS, --rounds rounds, method order rotating, all --queries in batches of --batch each time:
+QPS, --rounds rounds, method order rotating, all --queries in batches of --batch each time
+(each side's answers as its API gives them: SearchResult ids, faiss label arrays; turning
+them into row numbers for recall is not timed, on either side):
   conveyor_seq   one client.vector.search(name, batch, k, include=()) after another
                  (submit + wait; ids and scores, like raw faiss)
   conveyor_pipe  all batches submitted with search_async(..., include=()), then wait_many
@@ -215,16 +217,25 @@ class Bench:
         b = self.args.batch
         return [queries[i : i + b] for i in range(0, len(queries), b)]
 
-    def seq(self, name: str, batches: list[Any]) -> list[list[int]]:
-        out = [self.api.search(name, b, k=self.args.k, include=()).ids for b in batches]
-        return [[int(i[1:]) for i in row] for r in out for row in r]
+    def seq(self, name: str, batches: list[Any]) -> list[list[list[str]]]:
+        return [self.api.search(name, b, k=self.args.k, include=()).ids for b in batches]
 
-    def pipe(self, name: str, batches: list[Any], include: Any = ()) -> list[list[int]]:
+    def pipe(self, name: str, batches: list[Any], include: Any = ()) -> list[list[list[str]]]:
         ids = [self.api.search_async(name, b, k=self.args.k, include=include) for b in batches]
         runs = self.client.wait_many(ids, timeout=self.args.timeout)
         if any(runs[i].status.value != "succeeded" for i in ids):
             raise RuntimeError("a search run failed")
-        return [[int(x[1:]) for x in row] for i in ids for row in runs[i].output["ids"]]
+        return [runs[i].output["ids"] for i in ids]
+
+
+def conveyor_rows(found: list[list[list[str]]]) -> list[list[int]]:
+    """Per query, the row numbers of the ids conveyor returned ("B123" -> 123)."""
+    return [[int(x[1:]) for x in row] for batch in found for row in batch]
+
+
+def faiss_rows(found: list[Any]) -> list[list[int]]:
+    """Per query, the labels raw faiss returned (its labels are the row numbers)."""
+    return [[int(x) for x in row if x >= 0] for labels in found for row in labels]
 
 
 def raw_faiss(data: F32, k: int) -> tuple[Any, Any, float]:
@@ -244,11 +255,10 @@ def quality(bench: Bench, name: str, s: dict[str, Any], args: argparse.Namespace
     truth = exact(data, queries, k)
     conv_batches = bench.batches(queries)
 
-    def raw() -> list[list[int]]:
-        rows = [index.search(b, k, params=params)[1] for b in conv_batches]
-        return [[int(x) for x in row if x >= 0] for r in rows for row in r]
+    def raw() -> list[Any]:
+        return [index.search(b, k, params=params)[1] for b in conv_batches]
 
-    methods: dict[str, Callable[[], list[list[int]]]] = {
+    methods: dict[str, Callable[[], list[Any]]] = {
         "conveyor_seq": lambda: bench.seq(name, conv_batches),
         "conveyor_pipe": lambda: bench.pipe(name, conv_batches),
         "conveyor_meta": lambda: bench.pipe(name, conv_batches, ("metadata", "text")),
@@ -261,8 +271,9 @@ def quality(bench: Bench, name: str, s: dict[str, Any], args: argparse.Namespace
     for r in range(args.rounds):
         for m in QPS_METHODS[r % 4 :] + QPS_METHODS[: r % 4]:
             t0 = time.perf_counter()
-            found[m] = methods[m]()
+            answers = methods[m]()
             seconds[m] += time.perf_counter() - t0
+            found[m] = faiss_rows(answers) if m == "raw_faiss" else conveyor_rows(answers)
     n = len(queries) * args.rounds
     qps = {m: n / s for m, s in seconds.items()}
     rec = {m: recall(f, truth, data, queries, k) for m, f in found.items()}
@@ -450,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--queries", type=int, default=1000, help="queries per set (1000)")
     add("--batch", type=int, default=100, help="queries per search task (100)")
     add("-k", type=int, default=10, help="neighbours per query (10)")
-    add("--rounds", type=int, default=4, help="timed QPS rounds, order rotating (4)")
+    add("--rounds", type=int, default=8, help="timed QPS rounds, order rotating (8)")
     add("--batch-size", type=int, default=5000, help="items per upsert task (5000)")
     add("--inflight", type=int, default=2, help="upsert runs in flight while loading (2)")
     add("--centres", type=int, default=1000, help="set A: Gaussian centres (1000)")

@@ -93,6 +93,7 @@ class Client:
         idempotency_key: str | None = None,
         priority: int | None = None,
         countdown: float | None = None,
+        celery_result: bool = True,
     ) -> str:
         """Enqueue one run and return its id (the first run's id for a repeated key)."""
         return self.submit_many(
@@ -101,6 +102,7 @@ class Client:
             idempotency_keys=[idempotency_key],
             priority=priority,
             countdown=countdown,
+            celery_result=celery_result,
         )[0]
 
     def submit_many(
@@ -113,8 +115,15 @@ class Client:
         countdown: float | None = None,
         chunk_size: int = 1000,
         on_progress: Progress | None = None,
+        celery_result: bool = True,
     ) -> list[str]:
-        """Enqueue many runs: validated up front, recorded and published in chunks."""
+        """Enqueue many runs: validated up front, recorded and published in chunks.
+
+        The output always lands in PostgreSQL, where `wait` and `result` read it. With
+        `celery_result=False` the worker does not also write it to Celery's result backend,
+        so `AsyncResult.get()` cannot read these runs: for bulky one-off outputs (search
+        results) that would otherwise sit in Redis until `result_expires`.
+        """
         spec = self.app.agents.get(agent)
         items = [dict(p) for p in payloads]
         keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(items)
@@ -156,6 +165,7 @@ class Client:
                             priority=wire_priority,
                             countdown=countdown,
                             producer=producer,
+                            ignore_result=not celery_result,
                             headers={
                                 HEADER_ENQUEUED_AT: _isoformat(run.enqueued_at),
                                 HEADER_IDEMPOTENCY_KEY: run.idempotency_key,

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """A task message whose body is larger is dead-lettered (too_large) without running. The
     default admits the largest vector search (1000 queries of 4096 dims, ~22 MB)."""
+    blob_ttl: int = Field(default=3600, ge=0, le=7 * 86400)
+    """Seconds a large vector search batch (64 KiB of queries or more) may wait in the
+    broker's Redis beside its message for a worker to read it; 0 keeps every batch inside
+    its message. A run that starts later fails with an error saying so."""
     _signing: Signing | None = PrivateAttr(default=None)
 
     @field_validator("broker_url")

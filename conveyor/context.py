@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConveyorError
@@ -22,6 +23,9 @@ class RunContext:
     attempt: int
     root_id: str | None
     parent_id: str | None
+    on_finished: list[Callable[[], None]] = field(default_factory=list)
+    """Called once the run's final state (succeeded, failed, rejected) is recorded, not
+    before a retry: to drop what only this run needed. An exception is logged, not raised."""
 
 
 _current: ContextVar[RunContext | None] = ContextVar("conveyor_run", default=None)

@@ -35,13 +35,24 @@ def per_process(kind: str, settings: Settings, build: Callable[[], T]) -> T:
 
 
 def cache_client(url: str | None, tls: TLS | None = None) -> redis.Redis[bytes] | None:
-    """A Redis client for caches on `url` (redis://, rediss://, redis+socket://), or None.
+    """A Redis client for caches on `url`, or None.
 
-    Short timeouts: a cache that does not answer quickly is treated as absent. A rediss://
-    URL verifies the server as `tls` says (CERT_REQUIRED unless relaxed).
+    Short timeouts: a cache that does not answer quickly is treated as absent.
+    """
+    return redis_client(url, tls, 0.5, 0.5)
+
+
+def redis_client(
+    url: str | None, tls: TLS | None, timeout: float, connect_timeout: float
+) -> redis.Redis[bytes] | None:
+    """A Redis client on `url` (redis://, rediss://, redis+socket://), or None without one.
+
+    A rediss:// URL verifies the server as `tls` says (CERT_REQUIRED unless relaxed).
     """
     if not url:
         return None
     url = url.replace("redis+socket://", "unix://", 1)
     ssl_options = cache_ssl(tls or TLS(), url)
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, **ssl_options)
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=connect_timeout, **ssl_options
+    )

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 NUL = "\x00"
 MARKER = "$conveyor:nul"
 _ESCAPED_NUL = "\\u0000"
+_QUOTED_MARKER = f'"{MARKER}"'
 
 
 def reject_nul(value: str) -> str:
@@ -51,18 +54,32 @@ def storable(value: Any) -> Any:
     return value
 
 
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+_STRICT |= orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
+
+
+def encode(value: Any) -> str:
+    """JSON text of `value`: orjson (a search result's thousands of floats, 20x faster), or
+    the standard library for what orjson leaves to it (datetimes, subclasses, huge ints),
+    which raises TypeError for what is not JSON."""
+    try:
+        return orjson.dumps(value, option=_STRICT).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def dumps(value: Any) -> str:
     """JSON text that PostgreSQL accepts as jsonb, whatever strings `value` holds."""
-    dumped = json.dumps(value)
-    return json.dumps(storable(value)) if _ESCAPED_NUL in dumped else dumped
+    dumped = encode(value)
+    return encode(storable(value)) if _ESCAPED_NUL in dumped else dumped
 
 
 def dumps_rows(rows: list[dict[str, Any]], json_fields: tuple[str, ...]) -> str:
     """Rows for jsonb_to_recordset: JSON fields made storable, NUL dropped from text fields."""
-    dumped = json.dumps(rows)
+    dumped = encode(rows)
     if _ESCAPED_NUL not in dumped:
         return dumped
-    return json.dumps(
+    return encode(
         [
             {k: storable(v) if k in json_fields else text(v) if isinstance(v, str) else v
              for k, v in row.items()}
@@ -72,13 +89,20 @@ def dumps_rows(rows: list[dict[str, Any]], json_fields: tuple[str, ...]) -> str:
 
 
 def restore(value: Any) -> Any:
-    """The value `dumps` was given, from what JSONB gave back."""
+    """The value `dumps` was given, from what JSONB gave back. A value without the marker
+    (one fast serialisation tells) is returned as is, not walked item by item."""
+    if isinstance(value, dict | list) and _QUOTED_MARKER not in encode(value):
+        return value
+    return _restored(value)
+
+
+def _restored(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and isinstance(value.get(MARKER), str):
             return unescape_nul(value[MARKER])
-        return {k: restore(v) for k, v in value.items()}
+        return {k: _restored(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [restore(v) for v in value]
+        return [_restored(v) for v in value]
     return value
 
 

@@ -22,6 +22,10 @@ together and in order, and the client joins them."""
 NOTIFY_MAX_CHUNKS = 8
 """Beyond this many parts (15,200 characters) a row sends "<id> <status>" and the client
 reads it back: cutting parts costs the server more than one read past this size."""
+NOTIFY_SKIP_BYTES = 65536
+"""A row whose input and output take more than this many bytes stored is not even rendered
+as JSON for a notification: it sends "<id> <status>" at once (it could never fit in
+NOTIFY_MAX_CHUNKS parts, and rendering 300 KB costs the write 4 ms)."""
 FINAL = "(" + ", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)) + ")"
 
 _RECORDSET = """jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
@@ -82,9 +86,14 @@ WITH written AS (
     WHERE a.status <> 'cancelled'
     RETURNING a.*
 ), rows AS MATERIALIZED (
-    SELECT id, status, row_to_json(written)::text AS full_row FROM written
+    SELECT id, status, CASE
+        WHEN coalesce(pg_column_size(input), 0) + coalesce(pg_column_size(output), 0)
+             > {NOTIFY_SKIP_BYTES} THEN NULL
+        ELSE row_to_json(written)::text
+    END AS full_row FROM written
 ), sized AS MATERIALIZED (
     SELECT *, CASE
+        WHEN full_row IS NULL THEN {NOTIFY_MAX_CHUNKS} + 1
         WHEN octet_length(full_row) <= {NOTIFY_ROW_LIMIT} THEN 0
         ELSE ceil(char_length(full_row) / {NOTIFY_CHUNK_CHARS}.0)::int
     END AS parts

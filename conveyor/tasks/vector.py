@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any, cast
 
 from celery import current_app
@@ -88,7 +89,11 @@ def delete(request: v.Delete) -> v.Deleted:
 @agent(name="vector.search", pool=POOL, idempotent=True, record_input=False)
 def search(request: v.Search) -> v.SearchResult:
     """k nearest neighbours of a batch of queries, with metadata filters."""
-    return _service().search(request)
+    service = _service()
+    blob = request.matrix.blob if request.matrix is not None else None
+    if blob is not None and service.blobs is not None:
+        current_run().on_finished.append(partial(service.blobs.delete, blob))
+    return service.search(request)
 
 
 @agent(name="vector.stats", pool=POOL, idempotent=True)

@@ -61,6 +61,7 @@ __all__ = [
 
 def service_for(settings: Settings) -> VectorService:
     """This process's VectorService for `settings` (services already resolved)."""
+    from conveyor.blobs import blob_store_for
     from conveyor.models.db import engine_for
     from conveyor.services import cache_client, per_process
 
@@ -70,6 +71,7 @@ def service_for(settings: Settings) -> VectorService:
             VectorStore(engine_for(settings.database_url)),
             EmbeddingCache(cache_client(settings.cache_url, settings.tls)),
             settings.data_dir / "vector",
+            blob_store_for(settings),
         )
 
     return per_process("vector", settings, build)

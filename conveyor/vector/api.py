@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from conveyor.blobs import BLOB_FROM_BYTES, BlobStore, blob_store_for
+from conveyor.errors import InvalidInput
 from conveyor.vector.schema import (
     Collection,
     Deleted,
@@ -17,7 +20,9 @@ from conveyor.vector.schema import (
     Snapshotted,
     Stats,
     Upserted,
+    check_finite,
     encode_vector,
+    matrix_rows,
 )
 
 if TYPE_CHECKING:
@@ -30,15 +35,23 @@ Queries = Sequence[str | Sequence[float]] | npt.NDArray[Any]
 """Texts, vectors, or a 2-D array of vectors (one row per query)."""
 
 
-def _queries(queries: Queries) -> dict[str, Any]:
-    """Texts one by one; vectors as one base64 matrix when they form one (rows of one length)."""
+def _matrix(queries: Queries) -> npt.NDArray[np.float32] | None:
+    """The queries as one 2-D float32 array, when they are vectors of one length."""
     if isinstance(queries, np.ndarray) or not any(isinstance(q, str) for q in queries):
         try:
             matrix = np.asarray(queries, dtype="<f4")
         except ValueError:
-            matrix = np.zeros(0, dtype="<f4")
+            return None
         if matrix.ndim == 2 and matrix.size:
-            return {"matrix": {"dim": matrix.shape[1], "b64": encode_vector(matrix)}}
+            return matrix
+    return None
+
+
+def _queries(queries: Queries) -> dict[str, Any]:
+    """Texts one by one; vectors as one base64 matrix when they form one (rows of one length)."""
+    matrix = _matrix(queries)
+    if matrix is not None:
+        return {"matrix": {"dim": matrix.shape[1], "b64": encode_vector(matrix)}}
     return {
         "queries": [
             {"text": q} if isinstance(q, str) else {"vector_b64": encode_vector(q)} for q in queries
@@ -62,6 +75,24 @@ class VectorAPI:
     def __init__(self, client: Client, timeout: float | None = 120.0) -> None:
         self.client = client
         self.timeout = timeout
+
+    @cached_property
+    def _blobs(self) -> BlobStore | None:
+        return blob_store_for(self.client.app.settings)
+
+    def _blob_matrix(self, queries: Queries) -> tuple[dict[str, Any], str] | None:
+        """A batch of 64 KiB or more, checked here and left in the broker's Redis beside
+        its message (conveyor.blobs): the message then carries only the key."""
+        matrix = _matrix(queries)
+        if matrix is None or matrix.nbytes < BLOB_FROM_BYTES or self._blobs is None:
+            return None
+        try:
+            check_finite(matrix)
+            matrix_rows(matrix.reshape(-1), matrix.shape[1])
+        except ValueError as exc:
+            raise InvalidInput("vector.search", [{"loc": ("matrix",), "msg": str(exc)}]) from None
+        key = self._blobs.put(np.ascontiguousarray(matrix, dtype="<f4").tobytes())
+        return {"matrix": {"dim": matrix.shape[1], "blob": key}}, key
 
     def _run(self, agent: str, payload: dict[str, Any], model: type[M]) -> M:
         run_id = self.client.submit(agent, payload)
@@ -115,9 +146,12 @@ class VectorAPI:
         include: Sequence[str] = ("metadata", "text"),
         ef_search: int | None = None,
     ) -> str:
+        """Submit a search and return its run id. Read the result with `client.result`: it
+        is kept in PostgreSQL only, not in Celery's result backend (`celery_result=False`)."""
+        blob = self._blob_matrix(queries)
         payload: dict[str, Any] = {
             "collection": collection,
-            **_queries(queries),
+            **(blob[0] if blob else _queries(queries)),
             "k": k,
             "where": where or {},
             "include": list(include),
@@ -126,7 +160,12 @@ class VectorAPI:
             payload["min_seq"] = min_seq
         if ef_search is not None:
             payload["ef_search"] = ef_search
-        return self.client.submit("vector.search", payload)
+        try:
+            return self.client.submit("vector.search", payload, celery_result=False)
+        except BaseException:
+            if blob is not None and self._blobs is not None:
+                self._blobs.delete(blob[1])
+            raise
 
     def search(
         self,

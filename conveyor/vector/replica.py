@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,41 @@ def load_faiss() -> Any:
     import faiss
 
     return faiss
+
+
+@dataclass(frozen=True)
+class Hits:
+    """The best matches of each query, one row per query: labels (-1 where fewer matched)
+    and scores (higher is better for every metric), as arrays so that large batches are
+    turned into results without a Python loop per hit."""
+
+    labels: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+
+    @property
+    def complete(self) -> bool:
+        """Every row holds only real matches."""
+        return bool((self.labels >= 0).all())
+
+    def score_lists(self) -> list[list[float]]:
+        """Scores per query, each rounded to 9 significant digits: enough to read back as
+        the very float32 faiss computed (FLT_DECIMAL_DIG), and about 11 characters of JSON
+        where the float32's exact float64 value takes 18."""
+        exact = self.scores.astype(np.float64)
+        nonzero = exact != 0
+        magnitude = np.floor(np.log10(np.abs(exact), where=nonzero, out=np.zeros_like(exact)))
+        scale = 10.0 ** (8 - magnitude)
+        rounded: list[list[float]] = np.where(
+            nonzero, np.round(exact * scale) / scale, 0.0
+        ).tolist()
+        return rounded
+
+    def rows(self) -> list[list[tuple[int, float]]]:
+        """(label, score) pairs per query, without the missing ones."""
+        return [
+            [(label, score) for label, score in zip(labels, scores, strict=True) if label >= 0]
+            for labels, scores in zip(self.labels.tolist(), self.scores.tolist(), strict=True)
+        ]
 
 
 class Replica:
@@ -176,22 +212,22 @@ class Replica:
         k: int,
         allowed: Sequence[int] | None = None,
         ef_search: int | None = None,
-    ) -> list[list[tuple[int, float]]]:
-        """The k best (label, score) per query; score is higher-better for every metric."""
+    ) -> Hits:
+        """The k best matches per query among the live vectors (or the `allowed` labels)."""
         queries = self._prepare(queries)
         if allowed is not None:
             present = [label for label in allowed if label in self.ids]
             if self.built == "flat" or len(present) < EXACT_BELOW:
                 return self._exact(queries, k, present)
             found = self._indexed(queries, k, present, ef_search)
-            if all(len(row) >= min(k, len(present)) for row in found):
+            if (found.labels[:, : min(k, len(present))] >= 0).all():
                 return found
             return self._exact(queries, k, present)
         return self._indexed(queries, k, None, ef_search)
 
     def _indexed(
         self, queries: Vectors, k: int, allowed: Sequence[int] | None, ef_search: int | None
-    ) -> list[list[tuple[int, float]]]:
+    ) -> Hits:
         faiss = load_faiss()
         selector = None
         if allowed is not None:
@@ -208,13 +244,12 @@ class Replica:
         else:
             params = faiss.SearchParameters(sel=selector)
         distances, labels = self.index.search(queries, k, params=params)
-        return [self._row(d, lab) for d, lab in zip(distances, labels, strict=True)]
+        return Hits(labels, -distances if self.metric == "l2" else distances)
 
-    def _exact(
-        self, queries: Vectors, k: int, labels: Sequence[int]
-    ) -> list[list[tuple[int, float]]]:
+    def _exact(self, queries: Vectors, k: int, labels: Sequence[int]) -> Hits:
         if not labels:
-            return [[] for _ in range(len(queries))]
+            empty = np.zeros((len(queries), 0))
+            return Hits(empty.astype(np.int64), empty.astype(np.float32))
         vectors = self.live_vectors(labels)
         if self.metric == "l2":
             scores = -(
@@ -224,17 +259,7 @@ class Replica:
             scores = queries @ vectors.T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         label_array = np.asarray(labels, dtype=np.int64)
-        return [
-            [(int(label_array[j]), float(scores[i, j])) for j in row] for i, row in enumerate(top)
-        ]
-
-    def _row(self, distances: Any, labels: Any) -> list[tuple[int, float]]:
-        sign = -1.0 if self.metric == "l2" else 1.0
-        return [
-            (int(label), sign * float(d))
-            for d, label in zip(distances, labels, strict=True)
-            if label >= 0
-        ]
+        return Hits(label_array[top], np.take_along_axis(scores, top, axis=1).astype(np.float32))
 
 
 def set_faiss_threads(count: int) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pybase64
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from conveyor.blobs import KEY_PATTERN
 from conveyor.filters import Where
 from conveyor.models.jsonb import reject_nul
 
@@ -49,12 +50,12 @@ Vector = Annotated[list[float], Field(min_length=1, max_length=65536), AfterVali
 
 def decode_vector(value: str) -> npt.NDArray[np.float32]:
     """A base64 string of little-endian float32 values as an array."""
-    return np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4").astype(np.float32)
+    return np.frombuffer(pybase64.b64decode(value, validate=True), dtype="<f4").astype(np.float32)
 
 
 def encode_vector(values: Any) -> str:
     """The base64 form of a vector (any sequence of numbers)."""
-    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+    return pybase64.b64encode_as_string(np.asarray(values, dtype="<f4").tobytes())
 
 
 class DecodedB64(str):
@@ -63,21 +64,40 @@ class DecodedB64(str):
     array: npt.NDArray[np.float32]
 
 
-def _b64_vector(value: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise ValueError("is not valid base64") from None
-    if not raw or len(raw) % 4:
-        raise ValueError(f"decodes to {len(raw)} bytes, not a whole number of float32 values")
-    array = np.frombuffer(raw, dtype="<f4")
+def check_finite(array: npt.NDArray[np.float32]) -> None:
+    """ValueError naming the first NaN or infinite value, if there is one."""
     if not np.isfinite(array).all():
         bad = np.flatnonzero(~np.isfinite(array))
         raise ValueError(
-            f"value {bad[0]} is {array[bad[0]]}; vectors must be finite (no NaN or infinity)"
+            f"value {bad[0]} is {array.flat[bad[0]]}; vectors must be finite (no NaN or infinity)"
         )
+
+
+def float32s(raw: bytes) -> npt.NDArray[np.float32]:
+    """Little-endian float32 values from bytes; ValueError unless whole and finite."""
+    if not raw or len(raw) % 4:
+        raise ValueError(f"decodes to {len(raw)} bytes, not a whole number of float32 values")
+    array = np.frombuffer(raw, dtype="<f4")
+    check_finite(array)
+    return array.astype(np.float32)
+
+
+def matrix_rows(flat: npt.NDArray[np.float32], dim: int) -> npt.NDArray[np.float32]:
+    """Flat values as rows of `dim`; ValueError unless whole rows, at most MAX_QUERIES."""
+    if flat.size % dim:
+        raise ValueError(f"holds {flat.size} values, not whole rows of dim {dim}")
+    if flat.size // dim > MAX_QUERIES:
+        raise ValueError(f"holds {flat.size // dim} rows; at most {MAX_QUERIES}")
+    return flat.reshape(-1, dim)
+
+
+def _b64_vector(value: str) -> str:
+    try:
+        raw = pybase64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueError("is not valid base64") from None
     decoded = DecodedB64(value)
-    decoded.array = array.astype(np.float32)
+    decoded.array = float32s(raw)
     return decoded
 
 
@@ -205,25 +225,35 @@ class Query(_HasVector):
 
 
 class QueryMatrix(BaseModel):
-    """A batch of query vectors as one base64 float32 array, row after row: the fastest
-    form for many queries (one decode instead of one model per query)."""
+    """A batch of query vectors as one float32 array, row after row: the fastest form for
+    many queries (one decode instead of one model per query). Its bytes come inside the
+    message (`b64`) or beside it in the broker's Redis (`blob`, a key `conveyor.blobs`
+    wrote; `Client.vector` sends batches of 64 KiB or more that way)."""
 
     model_config = ConfigDict(extra="forbid")
 
     dim: int = Field(ge=1, le=65536)
-    b64: Annotated[str, Field(max_length=MAX_MATRIX_B64), AfterValidator(_b64_vector)]
+    b64: Annotated[str, Field(max_length=MAX_MATRIX_B64), AfterValidator(_b64_vector)] | None = None
+    blob: Annotated[str, Field(pattern=KEY_PATTERN)] | None = None
 
     @model_validator(mode="after")
-    def _whole_rows(self) -> QueryMatrix:
-        values = self.array().size
-        if values % self.dim:
-            raise ValueError(f"b64 holds {values} values, not whole rows of dim {self.dim}")
-        if values // self.dim > MAX_QUERIES:
-            raise ValueError(f"b64 holds {values // self.dim} rows; at most {MAX_QUERIES}")
+    def _one_source(self) -> QueryMatrix:
+        if (self.b64 is None) == (self.blob is None):
+            raise ValueError("give b64 or blob, not both")
+        if self.b64 is not None:
+            try:
+                matrix_rows(self._flat(), self.dim)
+            except ValueError as exc:
+                raise ValueError(f"b64 {exc}") from None
         return self
 
+    def _flat(self) -> npt.NDArray[np.float32]:
+        b64 = self.b64 or ""
+        return b64.array if isinstance(b64, DecodedB64) else decode_vector(b64)
+
     def array(self) -> npt.NDArray[np.float32]:
-        flat = self.b64.array if isinstance(self.b64, DecodedB64) else decode_vector(self.b64)
+        """The rows sent inside the message (`b64`); a `blob` is read by the service."""
+        flat = self._flat()
         return flat.reshape(-1, self.dim) if len(flat) % self.dim == 0 else flat
 
 

@@ -9,13 +9,14 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
+from conveyor.blobs import BlobStore
 from conveyor.errors import ConveyorError, InvalidInput, TransientError
 from conveyor.vector.embedders import Embedder, Vectors, get_embedder
 from conveyor.vector.replica import Replica
@@ -34,6 +35,8 @@ from conveyor.vector.schema import (
     StatsRequest,
     Upsert,
     Upserted,
+    float32s,
+    matrix_rows,
 )
 from conveyor.vector.snapshot import load_snapshot, write_snapshot
 from conveyor.vector.store import VectorStore
@@ -80,6 +83,19 @@ class EmbeddingCache:
         return out
 
 
+def _kept(keep: Callable[[int], bool], labels: list[list[int]], *columns: list[list[Any]]) -> Any:
+    """The label rows, and each column of values beside them, without the hits whose label
+    `keep` refuses (a missing match, or an item deleted since the replica answered)."""
+    masks = [[keep(label) for label in row] for row in labels]
+    return [
+        [
+            [value for value, wanted in zip(row, mask, strict=True) if wanted]
+            for row, mask in zip(column, masks, strict=True)
+        ]
+        for column in (labels, *columns)
+    ]
+
+
 def _invalid(op: str, loc: tuple[Any, ...], msg: str) -> InvalidInput:
     return InvalidInput(op, [{"loc": loc, "msg": msg}])
 
@@ -90,10 +106,12 @@ class VectorService:
         store: VectorStore,
         cache: EmbeddingCache | None = None,
         snapshot_dir: Path | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.store = store
         self.cache = cache or EmbeddingCache(None)
         self.snapshot_dir = snapshot_dir
+        self.blobs = blobs
         self._replicas: dict[str, Replica] = {}
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
@@ -256,7 +274,33 @@ class VectorService:
                 ("matrix", "dim"),
                 f"is {request.matrix.dim}; collection {collection.name!r} has dim {collection.dim}",
             )
-        return request.matrix.array()
+        if request.matrix.blob is None:
+            return request.matrix.array()
+        return self._blob_matrix(request.matrix.blob, collection.dim)
+
+    def _blob_matrix(self, key: str, dim: int) -> Vectors:
+        """The query rows a client left beside its message (conveyor.blobs)."""
+        if self.blobs is None:
+            raise _invalid(
+                "vector.search",
+                ("matrix", "blob"),
+                "this worker's broker is not Redis, so it cannot read blobs: send b64",
+            )
+        try:
+            raw = self.blobs.get(key)
+        except redis.RedisError as exc:
+            raise TransientError(f"broker unreachable reading the query matrix: {exc}") from exc
+        if raw is None:
+            raise _invalid(
+                "vector.search",
+                ("matrix", "blob"),
+                f"{key} is gone: it expired ({self.blobs.ttl} s, CONVEYOR_BLOB_TTL) before a "
+                "worker started the run, or the run already finished; submit the search again",
+            )
+        try:
+            return matrix_rows(float32s(raw), dim)
+        except ValueError as exc:
+            raise _invalid("vector.search", ("matrix", "blob"), str(exc)) from None
 
     def search(self, request: Search) -> SearchResult:
         replica = self.replica("vector.search", request.collection)
@@ -273,37 +317,37 @@ class VectorService:
             allowed = self.store.matching_seqs(collection.name, request.where, 10_000_000)
         include = set(request.include)
         with replica.lock:
-            found = replica.search(queries, request.k, allowed, request.ef_search)
+            hits = replica.search(queries, request.k, allowed, request.ef_search)
             seq = replica.applied
-            ids = {label: replica.ids[label] for row in found for label, _ in row}
+            labels, scores = hits.labels.tolist(), hits.score_lists()
+            if not hits.complete:
+                labels, scores = _kept(lambda label: label >= 0, labels, scores)
+            id_of = replica.ids
+            ids = [[id_of[label] for label in row] for row in labels]
+            found = {label for row in labels for label in row} if include else set()
             vectors = (
-                {label: replica.live_vectors([label])[0].tolist() for label in ids}
+                {label: replica.live_vectors([label])[0].tolist() for label in found}
                 if "vector" in include
                 else {}
             )
+        details = {}
         if include & {"metadata", "text"}:
-            details = self.store.details(collection.name, list(ids))
-            found = [[(label, score) for label, score in row if label in details] for row in found]
-        return SearchResult(
+            details = self.store.details(collection.name, list(found))
+            if len(details) < len(found):
+                labels, scores, ids = _kept(details.__contains__, labels, scores, ids)
+
+        def column(pick: Callable[[int], Any]) -> list[list[Any]]:
+            return [[pick(label) for label in row] for row in labels]
+
+        # Built from the replica's and the store's own values: not validated hit by hit again.
+        return SearchResult.model_construct(
             collection=collection.name,
             seq=seq,
-            ids=[[ids[label] for label, _ in row] for row in found],
-            scores=[[score for _, score in row] for row in found],
-            metadata=(
-                [[details[label].metadata for label, _ in row] for row in found]
-                if "metadata" in include
-                else None
-            ),
-            texts=(
-                [[details[label].text for label, _ in row] for row in found]
-                if "text" in include
-                else None
-            ),
-            vectors=(
-                [[vectors[label] for label, _ in row] for row in found]
-                if "vector" in include
-                else None
-            ),
+            ids=ids,
+            scores=scores,
+            metadata=column(lambda x: details[x].metadata) if "metadata" in include else None,
+            texts=column(lambda x: details[x].text) if "text" in include else None,
+            vectors=column(vectors.__getitem__) if "vector" in include else None,
         )
 
     def stats(self, request: StatsRequest) -> Stats:

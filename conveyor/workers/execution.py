@@ -202,6 +202,16 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         if claim is not None:
             return claim.output
     started, attempt = _now(), req.retries + 1
+    context = RunContext(
+        app=app,
+        run_id=run.id,
+        agent=spec.name,
+        pool=spec.pool,
+        worker=worker,
+        attempt=attempt,
+        root_id=req.root_id,
+        parent_id=req.parent_id,
+    )
 
     def record(status: RunStatus, output: Any = None, exc: BaseException | None = None) -> None:
         app.recorder.record(
@@ -218,6 +228,8 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
                 error_traceback="".join(traceback.format_exception(exc)) if exc else None,
             )
         )
+        if status.is_final:
+            _run_callbacks(context)
 
     try:
         if invalid is not None:
@@ -226,18 +238,7 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     except InvalidInput as exc:
         record(RunStatus.REJECTED, exc=exc)
         raise
-    token = _current.set(
-        RunContext(
-            app=app,
-            run_id=run.id,
-            agent=spec.name,
-            pool=spec.pool,
-            worker=worker,
-            attempt=attempt,
-            root_id=req.root_id,
-            parent_id=req.parent_id,
-        )
-    )
+    token = _current.set(context)
     try:
         result = spec.invoke(model)
         if spec.is_async:
@@ -274,6 +275,14 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         _current.reset(token)
     record(RunStatus.SUCCEEDED, output=output)
     return output
+
+
+def _run_callbacks(context: RunContext) -> None:
+    for callback in context.on_finished:
+        try:
+            callback()
+        except Exception:
+            log.warning("an on_finished callback of run %s failed", context.run_id, exc_info=True)
 
 
 def bind_agent(app: ConveyorApp, spec: Agent) -> None:

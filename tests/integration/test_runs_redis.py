@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 
 import pytest
+import redis
 from celery.result import AsyncResult
 
-from conveyor import Client, InvalidInput, RunStatus, UnknownAgent
+from conveyor import Client, ConveyorApp, InvalidInput, RunStatus, UnknownAgent
 
 
 def test_ping_round_trip_is_recorded(client: Client) -> None:
@@ -133,7 +136,33 @@ def test_fan_out_then_fan_in(client: Client) -> None:
     assert client.result(run_id, timeout=30) == sum(i + 1 for i in range(5))
 
 
-@pytest.mark.parametrize("size", [5_000, 20_000])
+def test_on_finished_callbacks_run_once_after_the_final_state_not_before_retries(
+    client: Client,
+) -> None:
+    key = f"finishing:{uuid.uuid4()}"
+    run = client.wait(client.submit("tests.finishing", {"key": key, "fail_times": 2}), timeout=60)
+    assert run.status is RunStatus.SUCCEEDED and run.attempts == 3
+    noted = redis.Redis.from_url(os.environ["TEST_REDIS_URL"]).lrange(f"{key}:finished", 0, -1)
+    assert noted == [b"done"]
+
+
+def test_task_bodies_travel_as_json_text_in_the_redis_envelope(
+    client: Client, redis_app: ConveyorApp
+) -> None:
+    queue = f"nobody-{uuid.uuid4().hex}"
+    client.app.send_task("conveyor.ping", kwargs={"x": "é"}, queue=queue)
+    broker = redis.Redis.from_url(str(redis_app.conf.broker_url))
+    try:
+        (raw,) = broker.lrange(queue, 0, -1)
+    finally:
+        broker.delete(queue)
+    message = json.loads(raw)
+    assert message["properties"]["body_encoding"] == "utf-8"
+    args, kwargs, _ = json.loads(message["body"])
+    assert (args, kwargs) == ([], {"x": "é"})
+
+
+@pytest.mark.parametrize("size", [5_000, 20_000, 100_000])
 def test_large_outputs_arrive_in_parts_or_are_read_back(
     client: Client, size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from conveyor import Client, ConveyorApp, InvalidInput, RunStatus
+from conveyor.blobs import BLOB_FROM_BYTES
 from conveyor.vector.schema import encode_vector
 from tests.support.workers import WorkerProcess
 
@@ -38,6 +40,15 @@ def vclient(client: Client, vector_workers: list[WorkerProcess]) -> Client:
 @pytest.fixture
 def name() -> str:
     return f"c{uuid.uuid4().hex[:10]}"
+
+
+BLOB = "conveyor:blob:" + "0" * 32
+
+
+def _blob_keys(client: Client) -> list[bytes]:
+    blobs = client.vector._blobs
+    assert blobs is not None, "a Redis broker keeps blobs"
+    return list(blobs.client.scan_iter("conveyor:blob:*"))
 
 
 def _exact(model: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[str]:
@@ -156,6 +167,18 @@ def test_a_seeded_corpus_keeps_hnsw_recall_above_the_floor(vclient: Client, name
         ("vector.search", {"queries": [{"vector": [1, 2, 3]}]}, "queries.0.vector", "dim 4"),
         (
             "vector.search",
+            {"matrix": {"dim": 4, "blob": "session:secret"}},
+            "matrix.blob",
+            "should match pattern",
+        ),
+        (
+            "vector.search",
+            {"matrix": {"dim": 4, "b64": encode_vector([1, 2, 3, 4]), "blob": BLOB}},
+            "matrix",
+            "not both",
+        ),
+        (
+            "vector.search",
             {"matrix": {"dim": 3, "b64": encode_vector([1, 2, 3, 4, 5, 6])}},
             "matrix.dim",
             "dim 4",
@@ -228,3 +251,65 @@ def test_bulky_search_inputs_are_not_kept_in_agent_runs(vclient: Client, name: s
     run = vclient.wait(run_id, timeout=60)
     assert run.status is RunStatus.SUCCEEDED
     assert run.input == {"$omitted": "input not recorded for this agent"}
+
+
+def test_a_large_batch_travels_beside_its_message_and_is_dropped_when_done(
+    vclient: Client, name: str
+) -> None:
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(500, 64)).astype(np.float32)
+    vclient.vector.create_collection(name, dim=64, index="flat")
+    vclient.vector.upsert(name, [{"id": str(i), "vector": v} for i, v in enumerate(data)])
+    queries = rng.normal(size=(300, 64)).astype(np.float32)
+    assert queries.nbytes >= BLOB_FROM_BYTES
+    stored: list[str] = []
+    blobs = vclient.vector._blobs
+    assert blobs is not None
+    put = blobs.put
+    blobs.put = lambda raw: stored.append(put(raw)) or stored[-1]  # type: ignore[method-assign]
+    try:
+        beside = vclient.vector.search(name, queries, k=5, include=())
+    finally:
+        del blobs.put
+    assert len(stored) == 1, "the batch was left in Redis and the message named its key"
+    inside = [vclient.vector.search(name, half, k=5, include=()) for half in np.split(queries, 2)]
+    assert len(stored) == 1, "halves of 38 KB travel inside their messages"
+    assert beside.ids == inside[0].ids + inside[1].ids
+    assert beside.ids[0] == _exact({str(i): v for i, v in enumerate(data)}, queries[0], 5)
+    deadline = time.monotonic() + 10
+    while blobs.client.exists(stored[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not blobs.client.exists(stored[0]), "the worker drops the blob once the run is done"
+
+
+def test_a_blob_that_is_gone_rejects_the_run_and_says_why(vclient: Client, name: str) -> None:
+    vclient.vector.create_collection(name, dim=4)
+    payload = {"collection": name, "matrix": {"dim": 4, "blob": BLOB}}
+    run_id = vclient.submit("vector.search", payload)
+    run = vclient.wait(run_id, timeout=60)
+    assert run.status is RunStatus.REJECTED and run.attempts == 1
+    assert "matrix.blob" in (run.error_message or "") and "is gone" in (run.error_message or "")
+
+
+def test_a_bad_large_batch_is_refused_before_anything_is_stored(vclient: Client, name: str) -> None:
+    vclient.vector.create_collection(name, dim=64)
+    queries = np.ones((300, 64), dtype=np.float32)
+    queries[7, 3] = np.nan
+    before = _blob_keys(vclient)
+    with pytest.raises(InvalidInput, match=r"matrix: value 451 is nan"):
+        vclient.vector.search(name, queries)
+    assert _blob_keys(vclient) == before
+
+
+def test_search_results_are_kept_in_postgresql_not_in_celerys_backend(
+    vclient: Client, name: str
+) -> None:
+    vclient.vector.create_collection(name, dim=4)
+    vclient.vector.upsert(name, [{"id": "a", "vector": [1, 0, 0, 0]}])
+    search_id = vclient.vector.search_async(name, [[1, 0, 0, 0]], k=1)
+    assert vclient.result(search_id, timeout=60)["ids"] == [["a"]]
+    stats_id = vclient.submit("vector.stats", {"collection": name})
+    assert vclient.result(stats_id, timeout=60)["items"] == 1
+    backend = vclient.app.backend
+    assert backend.get(backend.get_key_for_task(stats_id)) is not None
+    assert backend.get(backend.get_key_for_task(search_id)) is None

@@ -35,7 +35,7 @@ def test_a_snapshot_round_trips_and_a_damaged_one_is_skipped(tmp_path: Path) -> 
     loaded = load_snapshot(tmp_path, "c", "gen")
     assert loaded is not None and (loaded.applied, loaded.size) == (600, 600)
     query = np.ones((1, 8), dtype=np.float32)
-    assert loaded.search(query, 5) == second.search(query, 5)
+    assert loaded.search(query, 5).rows() == second.search(query, 5).rows()
     with manifest.with_suffix(".faiss").open("r+b") as f:
         f.seek(100)
         f.write(b"\xff" * 16)

@@ -45,6 +45,13 @@ def flaky(key: str, fail_times: int) -> int:
     return attempt
 
 
+@agent(name="tests.finishing", retries=3, retry_backoff=0)
+def finishing(key: str, fail_times: int) -> int:
+    """As tests.flaky, and each attempt asks to note `<key>:finished` when the run is done."""
+    current_run().on_finished.append(lambda: _redis().rpush(f"{key}:finished", "done"))
+    return flaky(key, fail_times)  # type: ignore[no-any-return]
+
+
 @agent(name="tests.boom", retries=3, retry_backoff=0)
 def boom(message: str) -> None:
     raise ValueError(message)

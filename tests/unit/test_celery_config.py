@@ -92,6 +92,7 @@ def test_redis_transport_options(agents: Registry) -> None:
     options = config["broker_transport_options"]
     assert options["visibility_timeout"] == 5400
     assert options["priority_steps"] == list(range(10))
+    assert options["body_encoding"] == "utf-8", "bodies are not base64-encoded a second time"
 
 
 def test_redis_socket_broker_gets_transport_options_too(agents: Registry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -40,7 +41,14 @@ def test_jsonb_round_trips_nul_and_leaves_other_values_alone() -> None:
     dumped = jsonb.dumps(value)
     assert "\\u0000" not in dumped
     assert jsonb.restore(json.loads(dumped)) == value
-    assert jsonb.dumps({"a": "plain"}) == json.dumps({"a": "plain"})
+    assert json.loads(jsonb.dumps({"a": "plain"})) == {"a": "plain"}
+
+
+def test_jsonb_text_is_what_the_standard_library_reads_and_refuses_what_it_refuses() -> None:
+    value = {"ints": [2**70, -1], "keys": {1: "one"}, "floats": [0.1, 1e300], "s": "\u00e9\n"}
+    assert json.loads(jsonb.encode(value)) == json.loads(json.dumps(value))
+    with pytest.raises(TypeError):
+        jsonb.encode({"when": datetime.now(UTC)})
 
 
 def test_limits_come_from_the_settings_in_the_validation_context() -> None:

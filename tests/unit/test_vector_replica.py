@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conveyor.vector.embedders import HashingEmbedder, get_embedder
-from conveyor.vector.replica import Replica
+from conveyor.vector.replica import Hits, Replica
 from conveyor.vector.store import Change
 
 
@@ -58,7 +58,7 @@ def test_rewrites_and_deletes_are_never_returned(kind: str) -> None:
     target = data[5]
     replica.apply([Change(id="v5", seq=2001, vector=None)])
     replica.apply([Change(id="v6", seq=2002, vector=(-target).astype("<f4").tobytes())])
-    labels = [label for label, _ in replica.search(target[None], 10)[0]]
+    labels = [label for label, _ in replica.search(target[None], 10).rows()[0]]
     assert 6 not in labels and 7 not in labels, "old labels of v5 and v6 are retired"
     assert all(label in replica.ids for label in labels)
     assert replica.applied == 2002
@@ -75,14 +75,14 @@ def test_hnsw_recall_and_a_selective_filter_still_fill_k() -> None:
     )
     replica = Replica("g", 32, "cosine", "hnsw")
     replica.apply(_changes(data))
-    found = replica.search(queries, 10)
+    found = replica.search(queries, 10).rows()
     truth = _exact(data, queries, 10)
     hits = sum(
         len({label - 1 for label, _ in row} & set(t)) for row, t in zip(found, truth, strict=True)
     )
     assert hits / (10 * len(queries)) >= 0.95
     allowed = list(range(1, 5001, 200))
-    filtered = replica.search(queries, 10, allowed)
+    filtered = replica.search(queries, 10, allowed).rows()
     assert all(len(row) == 10 and {lab for lab, _ in row} <= set(allowed) for row in filtered)
 
 
@@ -94,7 +94,7 @@ def test_auto_switches_to_hnsw_as_it_grows(monkeypatch: pytest.MonkeyPatch) -> N
     more = np.random.default_rng(3).normal(size=(200, 8)).astype(np.float32)
     replica.apply(_changes(more, first_seq=401, prefix="w"))
     assert replica.built == "hnsw" and replica.size == 600
-    best = replica.search(more[:1], 1)[0][0]
+    best = replica.search(more[:1], 1).rows()[0][0]
     assert best[0] == 401 and best[1] == pytest.approx(0.0, abs=1e-4)
 
 
@@ -104,3 +104,23 @@ def test_minilm_embeds_offline_when_its_extra_is_installed() -> None:
     a, b, c = embedder.embed(["bake sourdough bread", "baking bread at home", "tax filing"])
     assert embedder.dim == a.shape[0] == 384
     assert float(a @ b) > float(a @ c)
+
+
+def test_hits_keep_arrays_and_give_rows_without_missing_matches() -> None:
+    hits = Hits(np.array([[3, -1], [5, 6]]), np.array([[0.5, 0.0], [0.25, 0.125]], np.float32))
+    assert not hits.complete
+    assert hits.rows() == [[(3, 0.5)], [(5, 0.25), (6, 0.125)]]
+    assert Hits(hits.labels[1:], hits.scores[1:]).complete
+
+
+def test_scores_are_written_short_and_read_back_as_the_same_float32() -> None:
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([
+        rng.random(2000), -rng.random(100), rng.normal(size=100) * 1e6,
+        rng.normal(size=100) * 1e-20, np.zeros(5),
+    ]).astype(np.float32).reshape(-1, 5)  # fmt: skip
+    hits = Hits(np.zeros(scores.shape, np.int64), scores)
+    written = hits.score_lists()
+    assert np.array_equal(np.asarray(written, np.float32), scores)
+    short = [len(repr(v)) for row in written[:400] for v in row]
+    assert max(short) <= 14 and sum(short) / len(short) < 12.5

@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from conveyor.blobs import is_blob_key
 from conveyor.vector.schema import (
+    MAX_QUERIES,
     Query,
+    QueryMatrix,
     Search,
     SearchResult,
     Upsert,
     decode_vector,
     encode_vector,
+    float32s,
+    matrix_rows,
 )
 
 
@@ -96,3 +101,30 @@ def test_a_query_matrix_decodes_once_into_rows() -> None:
 def test_bad_query_matrices_are_named(payload: dict[str, object], words: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(words)):
         Search.model_validate({"collection": "c", **payload})
+
+
+def test_a_query_matrix_comes_inside_the_message_or_beside_it_never_both() -> None:
+    rows = encode_vector(np.ones(8))
+    inside = QueryMatrix.model_validate({"dim": 4, "b64": rows})
+    assert inside.array().shape == (2, 4)
+    beside = QueryMatrix.model_validate({"dim": 4, "blob": "conveyor:blob:" + "ab" * 16})
+    assert beside.b64 is None and is_blob_key(beside.blob or "")
+    with pytest.raises(ValidationError, match="not both"):
+        QueryMatrix.model_validate({"dim": 4, "b64": rows, "blob": beside.blob})
+    with pytest.raises(ValidationError, match="not both"):
+        QueryMatrix.model_validate({"dim": 4})
+    for key in ("conveyor:blob:xyz", "other:" + "ab" * 16, "conveyor:blob:" + "AB" * 16):
+        with pytest.raises(ValidationError, match="should match pattern"):
+            QueryMatrix.model_validate({"dim": 4, "blob": key})
+
+
+def test_matrix_bytes_must_be_whole_finite_rows_within_the_limit() -> None:
+    assert matrix_rows(float32s(np.ones(6, "<f4").tobytes()), 3).shape == (2, 3)
+    with pytest.raises(ValueError, match="6 bytes"):
+        float32s(b"abcdef")
+    with pytest.raises(ValueError, match="value 2 is inf"):
+        float32s(np.array([0, 1, np.inf], "<f4").tobytes())
+    with pytest.raises(ValueError, match="not whole rows of dim 4"):
+        matrix_rows(np.ones(6, np.float32), 4)
+    with pytest.raises(ValueError, match=f"at most {MAX_QUERIES}"):
+        matrix_rows(np.ones(MAX_QUERIES + 1, np.float32), 1)
