@@ -32,7 +32,7 @@ Target: p50 <= 2 x ping p50.
 Snapshot: client.vector.snapshot(A), then load_snapshot(root, A, generation) in this process,
 --loads times. Target: load <= 1 s (the median).
 
-Loading 100k vectors through Celery takes ~6 min here, so --count defaults to 20000.
+--count defaults to 20000 (~1.5 min a run); 100000 takes ~4 min.
 Run from the repository root:  .venv/bin/python -m benchmarks.vector [--count 100000]
 """
 
