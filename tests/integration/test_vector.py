@@ -291,14 +291,17 @@ def test_a_blob_that_is_gone_rejects_the_run_and_says_why(vclient: Client, name:
     assert "matrix.blob" in (run.error_message or "") and "is gone" in (run.error_message or "")
 
 
-def test_a_bad_large_batch_is_refused_before_anything_is_stored(vclient: Client, name: str) -> None:
+def test_a_bad_large_batch_or_search_leaves_no_blob_behind(vclient: Client, name: str) -> None:
     vclient.vector.create_collection(name, dim=64)
     queries = np.ones((300, 64), dtype=np.float32)
     queries[7, 3] = np.nan
     before = _blob_keys(vclient)
     with pytest.raises(InvalidInput, match=r"matrix: value 451 is nan"):
         vclient.vector.search(name, queries)
-    assert _blob_keys(vclient) == before
+    queries[7, 3] = 1.0
+    with pytest.raises(InvalidInput, match="k: Input should be greater than or equal to 1"):
+        vclient.vector.search(name, queries, k=0)
+    assert _blob_keys(vclient) == before, "a batch stored for a refused submit is deleted"
 
 
 def test_search_results_are_kept_in_postgresql_not_in_celerys_backend(
