@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import psycopg
 from celery import chain, chord, group
 from celery.canvas import Signature
@@ -17,7 +18,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from conveyor.app import ConveyorApp, create_app
 from conveyor.config import Settings
-from conveyor.errors import RunFailed, RunTimeout, ServiceUnavailable
+from conveyor.errors import InvalidInput, RunFailed, RunTimeout, ServiceUnavailable
 from conveyor.models.repository import NewRun, Run
 from conveyor.models.runs import FINAL_STATUSES, RunStatus
 from conveyor.models.statements import NOTIFY_CHANNEL
@@ -36,6 +37,22 @@ Progress = Callable[[int], None]
 
 def _isoformat(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+BODY_OVERHEAD = 256
+"""Bytes a task body adds around its payload (args, the options Celery embeds)."""
+
+
+def _check_message_size(agent: str, payload: dict[str, Any], limit: int) -> None:
+    """InvalidInput for a payload whose message workers would refuse as too large (they
+    dead-letter it without running), instead of publishing it."""
+    size = len(orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS))
+    if size + BODY_OVERHEAD > limit:
+        raise InvalidInput(
+            agent,
+            [{"loc": (), "msg": f"makes a message of about {size + BODY_OVERHEAD} bytes; workers "
+              f"refuse messages over {limit} bytes (CONVEYOR_MAX_MESSAGE_BYTES)"}],
+        )  # fmt: skip
 
 
 class Client:
@@ -131,6 +148,7 @@ class Client:
             raise ValueError(f"idempotency_keys has {len(keys)} items for {len(items)} payloads")
         for item in items:
             spec.validate_input(item, self.app.validation_context)
+            _check_message_size(agent, item, self.app.settings.max_message_bytes)
         if countdown is not None:
             check_countdown(self.app, spec, countdown)
         queue = self.app.agent_queue(spec)

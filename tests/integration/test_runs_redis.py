@@ -51,6 +51,15 @@ def test_unknown_agent_is_refused_at_submit_with_close_matches(client: Client) -
         client.submit("conveyor.pnig", {})
 
 
+def test_a_payload_too_large_for_workers_is_refused_at_submit(client: Client) -> None:
+    limit = client.app.settings.max_message_bytes
+    before = client.runs.count_by_status(agent="conveyor.ping")
+    with pytest.raises(InvalidInput, match=f"over {limit} bytes.*CONVEYOR_MAX_MESSAGE_BYTES"):
+        client.submit("conveyor.ping", {"x": "a" * limit})
+    assert client.runs.count_by_status(agent="conveyor.ping") == before
+    assert client.result(client.submit("conveyor.ping", {"x": "a" * 1000}), timeout=30)
+
+
 def test_invalid_payload_is_refused_at_submit_and_nothing_is_written(client: Client) -> None:
     before = client.runs.count_by_status(agent="tests.add")
     with pytest.raises(InvalidInput, match="b"):
