@@ -67,7 +67,7 @@ def blob_store_for(settings: Settings) -> BlobStore | None:
     from conveyor.services import redis_client
 
     broker = str(settings.broker_url or "")
-    if settings.blob_ttl <= 0 or not broker.startswith(("redis://", "rediss://", "redis+socket")):
+    if settings.blob_ttl <= 0 or not broker.startswith("redis"):
         return None
     client = redis_client(broker, settings.tls, SOCKET_TIMEOUT, CONNECT_TIMEOUT)
     return None if client is None else BlobStore(client, settings.blob_ttl)
