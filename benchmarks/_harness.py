@@ -27,6 +27,21 @@ PG_HOST = os.environ.get("BENCH_PG", "postgres@127.0.0.1:5432")
 REDIS_HOST = os.environ.get("BENCH_REDIS", "127.0.0.1:6379")
 
 
+def dumped_json(module: str, function: str, *args: Any, timeout: float = 900) -> Any:
+    """Call `module.function(out, *args)` in a fresh interpreter, which writes JSON to the
+    file `out`, and return it: what it imports (every module of a corpus) stays out of the
+    process being measured."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "dump.json")
+        call = ", ".join(repr(a) for a in (out, *args))
+        subprocess.run(
+            [PYTHON, "-c", f"from {module} import {function}; {function}({call})"],
+            cwd=REPO, timeout=timeout, check=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return json.loads(Path(out).read_text())
+
+
 def pg_url(db: str, driver: str = "postgresql") -> str:
     """`driver` is e.g. postgresql, postgresql+psycopg or db+postgresql+psycopg."""
     return f"{driver}://{PG_HOST}/{db}"

@@ -6,8 +6,9 @@ no PostgreSQL (the database URL is set but never connected to). Settings with --
 (the 4 built-in ones plus pool00, pool01, ...): 50 pools are 51 queues, because the
 `default` pool also consumes Celery's catch-all `celery` queue. The app's Redis transport
 options are conveyor's own except `priority_steps` (--steps, default 0,3,6,9: 4 priority
-levels, so 4 sub-lists per queue: q, q:3, q:6, q:9), set on `app.conf` after create_app()
-and before the first broker connection.
+levels, so 4 sub-lists per queue hold messages: q and q + kombu's separator + 3, 6, 9), set
+on `app.conf` after create_app() and before the first broker connection. The reader still
+looks at every level 0..9 under both separators (see queues.READ_QUEUES).
 
 Fill, all through kombu as a real producer and consumer would:
   unacked  --unacked messages (--delayed of them with a one-hour countdown, i.e. an `eta`
@@ -329,7 +330,7 @@ def measure(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from conveyor.metrics import Exporter, serve
-    from conveyor.metrics.queues import RedisQueues, queue_pools
+    from conveyor.metrics.queues import RedisQueues, queue_pools, read_script_args
 
     steps = sorted({int(s) for s in args.steps.split(",")})
     machine = h.machine_info()
@@ -355,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         raw = RawRedis(broker, keys, channel.unacked_key)
         stack.callback(raw.close)
-        script_args = [channel.global_keyprefix, channel.sep, json.dumps(steps), *queues]
+        script_args = read_script_args(channel, queues)
         raw_script = RawScript(broker, script_args, channel.unacked_key)
         stack.callback(raw_script.close)
         replies = raw()

@@ -43,7 +43,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -118,14 +117,7 @@ def dump_docstrings(out: str) -> None:
 
 
 def docstrings() -> tuple[int, list[str]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = str(Path(tmp) / "docs.json")
-        code = f"from benchmarks.vector import dump_docstrings; dump_docstrings({out!r})"
-        subprocess.run(
-            [h.PYTHON, "-c", code], cwd=h.REPO, timeout=600, check=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        data = json.loads(Path(out).read_text())
+    data = h.dumped_json("benchmarks.vector", "dump_docstrings", timeout=600)
     return int(data["modules"]), list(data["docs"])
 
 

@@ -16,6 +16,8 @@ from kombu import Queue
 
 import conveyor.redaction  # noqa: F401  (its Celery logging signals mask passwords)
 from conveyor.agents import Agent, Registry, discover_agents
+from conveyor.broker.redis_keys import PRIORITY_STEPS
+from conveyor.broker.transport import install_redis_transport
 from conveyor.config import Settings, load_settings
 from conveyor.dlq.store import DeadLetterStore
 from conveyor.embedded import Embedded
@@ -34,6 +36,9 @@ from conveyor.workers.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 MAX_PRIORITY = 9
+QUEUE_MAX_PRIORITY = 10
+"""RabbitMQ's x-max-priority on every queue conveyor declares: the value Celery's docs give
+`task_queue_max_priority`, so a plain client configured that way declares the same queue."""
 OVERRIDES_MODULE = "celeryconfig"
 
 
@@ -58,6 +63,7 @@ class ConveyorApp(Celery):
     def __init__(
         self, settings: Settings, agents: Registry, *, embedded: bool = False, **kwargs: Any
     ) -> None:
+        install_redis_transport()
         super().__init__("conveyor", **kwargs)
         self.settings = settings
         self.agents = agents
@@ -140,11 +146,8 @@ def resolve_services(settings: Settings) -> Settings:
 def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
     """The Celery settings conveyor needs: JSON only, late acks, one queue per pool."""
     prefix = settings.queue_prefix
-    queues = [
-        Queue(pool.queue(prefix), routing_key=pool.queue(prefix), max_priority=10)
-        for pool in settings.pools.values()
-    ]
-    queues.append(Queue(CATCH_ALL_QUEUE, routing_key=CATCH_ALL_QUEUE))
+    names = [pool.queue(prefix) for pool in settings.pools.values()] + [CATCH_ALL_QUEUE]
+    queues = [Queue(name, routing_key=name, max_priority=QUEUE_MAX_PRIORITY) for name in names]
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
@@ -175,8 +178,7 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
     if str(settings.broker_url).startswith("redis"):
         config["broker_transport_options"] = {
             "visibility_timeout": settings.visibility_timeout,
-            "priority_steps": list(range(MAX_PRIORITY + 1)),
-            "sep": ":",
+            "priority_steps": PRIORITY_STEPS,
             "queue_order_strategy": "priority",
             "body_encoding": REDIS_BODY_ENCODING,
             **redelivery_options(settings.visibility_timeout),

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=3600, ge=1)
     soft_time_limit: float = Field(default=240.0, gt=0)
     time_limit: float = Field(default=300.0, gt=0)
+    legacy_sweep_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """How often a Redis worker moves messages that producers of an earlier conveyor still
+    publish under its old key scheme (see `conveyor broker migrate`)."""
     record_retry_seconds: float = Field(default=120.0, ge=0, le=3600)
     """How long a worker retries recording a run while PostgreSQL is unreachable; then the
     message goes back to the broker unacknowledged (never acked unrecorded)."""

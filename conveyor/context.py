@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RunContext:
     app: ConveyorApp
-    run_id: str
+    id: str
     agent: str
     pool: str
     worker: str

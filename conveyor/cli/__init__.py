@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from conveyor.cli.beat import beat
+from conveyor.cli.broker import broker
 from conveyor.cli.demo import demo
 from conveyor.cli.dlq import dlq
 from conveyor.cli.flower import flower
@@ -85,6 +86,7 @@ for command in (
     report,
     health,
     dlq,
+    broker,
 ):
     cli.add_command(command)
 

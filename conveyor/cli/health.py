@@ -145,7 +145,7 @@ def check_database(url: str, timeout: float) -> str:
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
-    from conveyor.models.migrate import head_revision
+    from conveyor.models.migrate import head_revision, not_migrated
 
     engine = create_engine(
         url, poolclass=NullPool, connect_args={"connect_timeout": max(1, round(timeout))}
@@ -161,10 +161,7 @@ def check_database(url: str, timeout: float) -> str:
         engine.dispose()
     head = head_revision()
     if current != head:
-        raise Unhealthy(
-            f"database at revision {current or 'none (empty)'}, this code needs {head}: "
-            "run `conveyor db upgrade`"
-        )
+        raise Unhealthy(str(not_migrated(engine.url, current)))
     where = engine.url.render_as_string(hide_password=True)
     return f"{where} reachable, schema at {head}"
 

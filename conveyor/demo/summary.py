@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections import defaultdict
 from typing import Any
@@ -112,7 +113,15 @@ def summarise(work: Workload, peak_depth: dict[str, int], startup: float) -> dic
     }
 
 
-def render(console: Console, summary: dict[str, Any], next_steps: list[str]) -> None:
+FALLBACK_WIDTH = 100
+"""Columns when the width is unknown (not a terminal, no COLUMNS)."""
+
+
+def render(
+    console: Console, summary: dict[str, Any], next_steps: list[str], width: int | None = None
+) -> None:
+    """Print the tables, wrapped to `width` (default: the terminal's); `--json` has it all."""
+    width = width or shutil.get_terminal_size((FALLBACK_WIDTH, 24)).columns
     table = Table(
         title="conveyor demo: per agent",
         caption="latency: enqueued to finished (queue wait included); run: started to finished",
@@ -129,9 +138,9 @@ def render(console: Console, summary: dict[str, Any], next_steps: list[str]) -> 
             f"{a['run_ms_p50']:.1f}",
             str(a["retries"]),
         )
-    console.print(table)
+    console.print(table, width=width)
     totals = Table(title="conveyor demo: summary", show_header=False)
-    totals.add_column("metric")
+    totals.add_column("metric", no_wrap=True)
     totals.add_column("value")
     rows = [
         ("start-up", f"{summary['startup_seconds']} s"),
@@ -155,4 +164,4 @@ def render(console: Console, summary: dict[str, Any], next_steps: list[str]) -> 
     ]  # fmt: skip
     for key, value in rows:
         totals.add_row(key, value)
-    console.print(totals)
+    console.print(totals, width=width)

@@ -1,8 +1,9 @@
 """Queue state read straight from the broker: ready, reserved, delayed and oldest age.
 
-Redis: one pipelined round trip sums every priority sub-list (kombu's `sep`, `priority_steps`
-and `global_keyprefix` come from the transport's own channel), reads each sub-list's oldest
-message, and attributes kombu's unacked hash to queues. RabbitMQ: a passive declare per queue,
+Redis: one script call sums every priority sub-list (kombu's `sep`, `priority_steps` and
+`global_keyprefix` come from the transport's own channel, and every step of 0..9 is counted
+whatever a client used), reads each sub-list's oldest message, and attributes kombu's
+unacked hash to queues. RabbitMQ: a passive declare per queue,
 plus the management API for unacknowledged messages when its URL is configured. No worker
 broadcast is ever sent.
 """
@@ -19,6 +20,7 @@ from kombu.exceptions import ChannelError
 from pydantic import BaseModel
 
 from conveyor.app import ConveyorApp
+from conveyor.broker.redis_keys import LEGACY_SEP, PRIORITY_STEPS
 
 Source = Literal["redis", "amqp-passive-declare", "amqp-management-api"]
 
@@ -83,13 +85,18 @@ def enqueue_time(found: bytes | None, seen: FirstSeen, now: float) -> float | No
 
 
 READ_QUEUES = """
-local prefix, sep, steps = ARGV[1], ARGV[2], cjson.decode(ARGV[3])
+local prefix, steps = ARGV[1], cjson.decode(ARGV[2])
+local seps = cjson.decode(ARGV[3])
 local out = {redis.call('HGETALL', KEYS[1])}
 for i = 4, #ARGV do
   local queue, ready, oldest, unstamped = ARGV[i], 0, false, {}
+  local keys = {prefix .. queue}
   for _, step in ipairs(steps) do
-    local key = prefix .. queue
-    if step ~= 0 then key = key .. sep .. step end
+    if step ~= 0 then
+      for _, sep in ipairs(seps) do keys[#keys + 1] = prefix .. queue .. sep .. step end
+    end
+  end
+  for _, key in ipairs(keys) do
     local length = redis.call('LLEN', key)
     if length > 0 then
       ready = ready + length
@@ -108,8 +115,17 @@ return out
 """
 """kombu's unacked hash, then per queue (ARGV[4:]): its ready messages over every priority
 sub-list (kombu's key scheme: the queue, then queue + sep + step for steps above 0, all under
-global_keyprefix), the oldest enqueue header (UTC ISO strings compare in time order), and the
-ids of oldest messages without one. One round trip of a few KB however big the messages are."""
+global_keyprefix; also under the legacy separator, whose lists workers move, so that a pool
+scaled to zero is scaled up for them), the oldest enqueue header (UTC ISO strings compare in
+time order), and the ids of oldest messages without one. One round trip of a few KB however
+big the messages are."""
+
+
+def read_script_args(channel: Any, names: list[str]) -> list[str]:
+    """READ_QUEUES' arguments for `names`: every step 0..9 and both separators."""
+    steps = sorted({int(s) for s in channel.priority_steps} | set(PRIORITY_STEPS))
+    seps = sorted({channel.sep, LEGACY_SEP})
+    return [channel.global_keyprefix, json.dumps(steps), json.dumps(seps), *names]
 
 
 class RedisQueues:
@@ -145,8 +161,7 @@ class RedisQueues:
         names = sorted(self.pools)
         if self._script is None:
             self._script = channel.client.register_script(READ_QUEUES)
-        steps = json.dumps(sorted({int(s) for s in channel.priority_steps}))
-        args = [channel.global_keyprefix, channel.sep, steps, *names]
+        args = read_script_args(channel, names)
         unacked, *replies = self._script(keys=[channel.unacked_key], args=args)
         now = time.time()
         reserved, delayed = self._unacked(unacked[1::2], now)

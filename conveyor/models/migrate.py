@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import URL, Connection, Engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from conveyor.errors import NotMigrated, ServiceUnavailable
@@ -31,10 +31,11 @@ def head_revision() -> str:
     return head
 
 
-def current_revision(url: str) -> str | None:
+def current_revision(url: str | Engine) -> str | None:
     """The revision the database is at, or None for an empty one."""
+    engine = engine_for(url) if isinstance(url, str) else url
     try:
-        with engine_for(url).connect() as conn:
+        with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
         raise ServiceUnavailable(f"database unreachable: {exc.orig}") from None
@@ -52,11 +53,24 @@ def upgrade(url: str) -> tuple[str | None, str]:
     return before, head_revision()
 
 
+def not_migrated(url: str | URL, current: str | None) -> NotMigrated:
+    """The one-line error for a database not at head: which database, where it is, the fix."""
+    where = make_url(url).render_as_string(hide_password=True)
+    return NotMigrated(
+        f"database {where} is at revision {current or 'none (empty)'}, this code needs "
+        f"{head_revision()}: run `conveyor db upgrade`"
+    )
+
+
+def schema_error(url: str | Engine) -> NotMigrated | None:
+    """NotMigrated (see `not_migrated`) unless the database is at head, else None."""
+    current = current_revision(url)
+    if current == head_revision():
+        return None
+    return not_migrated(url if isinstance(url, str) else url.url, current)
+
+
 def check_migrated(url: str) -> None:
-    """Raise NotMigrated, naming the fix, unless the database is at head."""
-    current, head = current_revision(url), head_revision()
-    if current != head:
-        raise NotMigrated(
-            f"database is at revision {current or 'none (empty)'}, this code needs {head}: "
-            "run `conveyor db upgrade`"
-        )
+    """Raise NotMigrated, naming the database and the fix, unless it is at head."""
+    if (error := schema_error(url)) is not None:
+        raise error

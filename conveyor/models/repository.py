@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
+from psycopg.errors import UndefinedColumn, UndefinedTable
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import Engine, Table, func, select, text, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import Connection, Engine, Table, func, select, text, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
 from conveyor.models import jsonb
+from conveyor.models.migrate import schema_error
 from conveyor.models.runs import AgentRun, RunStatus
 from conveyor.models.statements import CLAIM, ENQUEUE, NOTIFY_CHANNEL, RECORD
 from conveyor.redaction import mask_secrets
@@ -102,9 +105,38 @@ class Claim(BaseModel):
 
 
 class RunRepository:
+    """A missing table or column (an unmigrated database) raises NotMigrated, naming the
+    database and the command that fixes it, from every method."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._schema_seen = False
+
+    @contextmanager
+    def _connect(self, *, transaction: bool = False) -> Iterator[Connection]:
+        """A connection (autocommit, or one transaction) whose schema errors read as such."""
+        try:
+            with self.engine.begin() if transaction else self._autocommit.connect() as conn:
+                yield conn
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, UndefinedTable | UndefinedColumn):
+                raise
+            if (error := schema_error(self.engine)) is None:
+                raise
+            raise error from None
+
+    def _check_schema(self) -> None:
+        """NotMigrated before the first publish that is recorded only after it. A database
+        out of reach fails nothing here: `_record_queued` deals with that."""
+        if self._schema_seen:
+            return
+        try:
+            with self._connect() as conn:
+                conn.execute(select(_runs).limit(0))
+        except (OperationalError, InterfaceError):
+            return
+        self._schema_seen = True
 
     def enqueue(
         self, runs: Sequence[NewRun], publish: Callable[[list[NewRun]], None]
@@ -115,15 +147,17 @@ class RunRepository:
         is never taken by a run that was not published; a run whose key is taken maps to the
         earlier run and is neither inserted nor published. Runs without a key are published
         first and recorded right after: should that write fail, the broker still holds them and
-        the worker records them when it runs them.
+        the worker records them when it runs them. An unmigrated database fails before any
+        publish, with NotMigrated.
         """
         if not runs:
             return {}
         if all(r.idempotency_key is None for r in runs):
+            self._check_schema()
             publish(list(runs))
             self._record_queued(runs)
             return {r.id: r.id for r in runs}
-        with self.engine.begin() as conn:
+        with self._connect(transaction=True) as conn:
             inserted = {row.id for row in conn.execute(ENQUEUE, {"rows": _json_rows(runs)})}
             owners = {r.id: r.id if r.id in inserted else self._owner_of(conn, r) for r in runs}
             publish([r for r in runs if r.id in inserted])
@@ -136,7 +170,7 @@ class RunRepository:
         restarted; SQLAlchemy has then invalidated the pool) gets one retry on a fresh one."""
         for attempt in (1, 2):
             try:
-                with self._autocommit.connect() as conn:
+                with self._connect() as conn:
                     conn.execute(ENQUEUE, {"rows": _json_rows(runs)})
                 return
             except (OperationalError, InterfaceError) as exc:
@@ -172,7 +206,7 @@ class RunRepository:
         params = {**run.model_dump(mode="json"), "worker": worker, "redelivered": redelivered}
         params["input"] = jsonb.dumps(run.input)
         try:
-            with self._autocommit.connect() as conn:
+            with self._connect() as conn:
                 if (claimed := conn.execute(CLAIM, params).first()) is not None:
                     return Claim(
                         run_id=run.id,
@@ -189,7 +223,7 @@ class RunRepository:
 
     def _duplicate(self, run: NewRun) -> Claim:
         """A run whose idempotency key another run holds must not run: name that run."""
-        with self._autocommit.connect() as conn:
+        with self._connect() as conn:
             owner = self._owner_of(conn, run)
         return Claim(run_id=run.id, claimed=False, status=RunStatus.CANCELLED, duplicate_of=owner)
 
@@ -200,12 +234,12 @@ class RunRepository:
         """
         latest = {o.run.id: o for o in outcomes}
         rows = jsonb.dumps_rows([_outcome_row(o) for o in latest.values()], _JSON_FIELDS)
-        with self._autocommit.connect() as conn:
+        with self._connect() as conn:
             conn.execute(RECORD, {"rows": rows}).all()
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run that has not started; True if it was cancelled here."""
-        with self.engine.begin() as conn:
+        with self._connect(transaction=True) as conn:
             done = conn.execute(
                 update(_runs)
                 .where(
@@ -225,12 +259,12 @@ class RunRepository:
         return done is not None
 
     def get(self, run_id: str) -> Run | None:
-        with self._autocommit.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(_runs).where(_runs.c.id == run_id)).first()
         return Run.model_validate(row, from_attributes=True) if row else None
 
     def get_many(self, run_ids: Sequence[str]) -> dict[str, Run]:
-        with self._autocommit.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(_runs).where(_runs.c.id.in_(list(run_ids)))).all()
         return {r.id: Run.model_validate(r, from_attributes=True) for r in rows}
 
@@ -254,14 +288,14 @@ class RunRepository:
             query = query.where(_runs.c.enqueued_at >= since)
         if until is not None:
             query = query.where(_runs.c.enqueued_at < until)
-        with self._autocommit.connect() as conn:
+        with self._connect() as conn:
             return [Run.model_validate(r, from_attributes=True) for r in conn.execute(query)]
 
     def count_by_status(self, agent: str | None = None) -> dict[str, int]:
         query = select(_runs.c.status, func.count()).group_by(_runs.c.status)
         if agent is not None:
             query = query.where(_runs.c.agent == agent)
-        with self._autocommit.connect() as conn:
+        with self._connect() as conn:
             return {row[0]: int(row[1]) for row in conn.execute(query)}
 
 

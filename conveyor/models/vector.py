@@ -42,6 +42,10 @@ class VectorCollection(Base):
     metric: Mapped[str] = mapped_column(Text)
     embedder: Mapped[str] = mapped_column(Text)
     index_kind: Mapped[str] = mapped_column(Text)
+    ef_search: Mapped[int | None] = mapped_column(Integer)
+    """Default HNSW breadth of its searches; NULL: the built-in rule."""
+    nprobe: Mapped[int | None] = mapped_column(Integer)
+    """Default IVF lists of its searches; NULL: the built-in rule."""
     generation: Mapped[str] = mapped_column(Text)
     """New for every create, so a replica notices a collection dropped and made again."""
     last_seq: Mapped[int] = mapped_column(BigInteger, server_default=sql("0"))
@@ -51,6 +55,8 @@ class VectorCollection(Base):
         CheckConstraint(_one_of("metric", METRICS), name="metric"),
         CheckConstraint(_one_of("index_kind", INDEX_KINDS), name="index_kind"),
         CheckConstraint("dim BETWEEN 1 AND 65536", name="dim"),
+        CheckConstraint("ef_search BETWEEN 1 AND 4096", name="ef_search"),
+        CheckConstraint("nprobe BETWEEN 1 AND 4096", name="nprobe"),
     )
 
 

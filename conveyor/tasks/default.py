@@ -21,4 +21,4 @@ class PingOutput(BaseModel):
 def ping(**payload: Any) -> PingOutput:
     """Diagnostic: echo the input with the worker that ran it."""
     run = current_run()
-    return PingOutput(echo=payload, hostname=run.worker, pool=run.pool, run_id=run.run_id)
+    return PingOutput(echo=payload, hostname=run.worker, pool=run.pool, run_id=run.id)

@@ -107,9 +107,12 @@ class VectorAPI:
         metric: str = "cosine",
         index: str = "auto",
         exist_ok: bool = False,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
     ) -> Collection:
-        """A collection; `dim` defaults to the embedder's, `index` is auto|flat|hnsw|ivf."""
-        payload = {
+        """A collection; `dim` defaults to the embedder's, `index` is auto|flat|hnsw|ivf;
+        `ef_search` (auto, hnsw) and `nprobe` (ivf) set the default breadth of its searches."""
+        payload: dict[str, Any] = {
             "name": name,
             "embedder": embedder,
             "dim": dim,
@@ -117,6 +120,10 @@ class VectorAPI:
             "index": index,
             "exist_ok": exist_ok,
         }
+        if ef_search is not None:
+            payload["ef_search"] = ef_search
+        if nprobe is not None:
+            payload["nprobe"] = nprobe
         return self._run("vector.create_collection", payload, Collection)
 
     def drop_collection(self, name: str, *, missing_ok: bool = False) -> Dropped:
@@ -145,6 +152,7 @@ class VectorAPI:
         min_seq: int | None = None,
         include: Sequence[str] = ("metadata", "text"),
         ef_search: int | None = None,
+        nprobe: int | None = None,
     ) -> str:
         """Submit a search and return its run id. Read the result with `client.result`: it
         is kept in PostgreSQL only, not in Celery's result backend (`celery_result=False`)."""
@@ -160,6 +168,8 @@ class VectorAPI:
             payload["min_seq"] = min_seq
         if ef_search is not None:
             payload["ef_search"] = ef_search
+        if nprobe is not None:
+            payload["nprobe"] = nprobe
         try:
             return self.client.submit("vector.search", payload, celery_result=False)
         except BaseException:
@@ -177,10 +187,13 @@ class VectorAPI:
         min_seq: int | None = None,
         include: Sequence[str] = ("metadata", "text"),
         ef_search: int | None = None,
+        nprobe: int | None = None,
     ) -> SearchResult:
         """k best matches per query (a text or a vector); `min_seq` reads your writes;
         `include` picks what comes with ids and scores ("metadata", "text", "vector"; `()` is
-        fastest); `ef_search` widens (or narrows) an HNSW search, default max(192, 8k)."""
+        fastest); `ef_search` widens (or narrows) an HNSW search, default max(192, 8k), and
+        `nprobe` an IVF one (lists searched, at most all), default about half the lists; a
+        collection's own defaults come before those."""
         run_id = self.search_async(
             collection,
             queries,
@@ -189,6 +202,7 @@ class VectorAPI:
             min_seq=min_seq,
             include=include,
             ef_search=ef_search,
+            nprobe=nprobe,
         )
         return SearchResult.model_validate(self.client.result(run_id, timeout=self.timeout))
 

@@ -23,6 +23,9 @@ from conveyor.filters import Where
 from conveyor.models.jsonb import reject_nul
 
 MAX_K = 1000
+MAX_EF_SEARCH = 4096
+MAX_NPROBE = 4096
+"""nprobe above a collection's lists (sqrt of its size when built) searches all of them."""
 MAX_BATCH = 10_000
 MAX_QUERIES = 1000
 MAX_MATRIX_B64 = 4 * (MAX_QUERIES * 4096 * 4) // 3 + 4
@@ -131,7 +134,21 @@ class CreateCollection(BaseModel):
     dim: int | None = Field(default=None, ge=1, le=65536, description="default: the embedder's")
     metric: Literal["cosine", "ip", "l2"] = "cosine"
     index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    ef_search: int | None = Field(default=None, ge=1, le=MAX_EF_SEARCH, description="HNSW")
+    nprobe: int | None = Field(default=None, ge=1, le=MAX_NPROBE, description="IVF")
+    """The default breadth of its searches, for the index kinds that use them."""
     exist_ok: bool = False
+
+    @field_validator("ef_search", "nprobe")
+    @classmethod
+    def _fits_index(cls, value: int | None, info: ValidationInfo) -> int | None:
+        kinds = {"ef_search": ("auto", "hnsw"), "nprobe": ("ivf",)}[str(info.field_name)]
+        index = info.data.get("index")
+        if value is not None and index is not None and index not in kinds:
+            raise ValueError(
+                f"applies to index {' or '.join(repr(k) for k in kinds)}, not {index!r}"
+            )
+        return value
 
 
 class Collection(BaseModel):
@@ -142,6 +159,10 @@ class Collection(BaseModel):
     index: str
     last_seq: int
     items: int | None = None
+    ef_search: int | None = None
+    """The default HNSW breadth of its searches; None: max(192, 8k)."""
+    nprobe: int | None = None
+    """The default IVF lists of its searches; None: conveyor.vector.replica.default_nprobe."""
 
 
 class DropCollection(BaseModel):
@@ -266,9 +287,9 @@ class Search(BaseModel):
     k: int = Field(default=10, ge=1, le=MAX_K)
     where: Where = Field(default_factory=dict)
     min_seq: int | None = Field(default=None, ge=0, description="read at least this seq")
-    ef_search: int | None = Field(
-        default=None, ge=1, le=4096, description="HNSW breadth (default max(192, 8k))"
-    )
+    ef_search: int | None = Field(default=None, ge=1, le=MAX_EF_SEARCH, description="HNSW breadth")
+    nprobe: int | None = Field(default=None, ge=1, le=MAX_NPROBE, description="IVF lists searched")
+    """Both default to the collection's, else to the rules in conveyor.vector.replica."""
     include: list[Include] = Field(
         default_factory=lambda: list(DEFAULT_INCLUDE),
         description="what to return besides ids and scores; [] is the fastest",

@@ -317,7 +317,13 @@ class VectorService:
             allowed = self.store.matching_seqs(collection.name, request.where, 10_000_000)
         include = set(request.include)
         with replica.lock:
-            hits = replica.search(queries, request.k, allowed, request.ef_search)
+            hits = replica.search(
+                queries,
+                request.k,
+                allowed,
+                request.ef_search or collection.ef_search,
+                request.nprobe or collection.nprobe,
+            )
             seq = replica.applied
             labels, scores = hits.labels.tolist(), hits.score_lists()
             if not hits.complete:

@@ -42,6 +42,10 @@ _CATCH_UP = (
 """Built once: constant SQL, so psycopg prepares it after a few uses."""
 
 
+_SETTINGS = {"dim", "metric", "embedder", "index", "ef_search", "nprobe"}
+"""What an existing collection must match for create_collection(exist_ok=True) to reuse it."""
+
+
 @dataclass(frozen=True)
 class Change:
     id: str
@@ -61,6 +65,8 @@ def _collection(row: Any) -> Collection:
         embedder=row.embedder,
         index=row.index_kind,
         last_seq=row.last_seq,
+        ef_search=row.ef_search,
+        nprobe=row.nprobe,
     )
 
 
@@ -70,13 +76,16 @@ class VectorStore:
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def create(self, request: CreateCollection, dim: int) -> Collection:
-        """Create a collection; an existing one is returned only with exist_ok and equal shape."""
+        """Create a collection; an existing one is returned only with exist_ok and the same
+        settings (shape and search defaults)."""
         values = {
             "name": request.name,
             "dim": dim,
             "metric": request.metric,
             "embedder": request.embedder,
             "index_kind": request.index,
+            "ef_search": request.ef_search,
+            "nprobe": request.nprobe,
             "generation": uuid.uuid4().hex,
         }
         with self.engine.begin() as conn:
@@ -89,20 +98,19 @@ class VectorStore:
         if row is not None:
             return _collection(row)
         existing = self.get("vector.create_collection", request.name)
-        same = (existing.dim, existing.metric, existing.embedder, existing.index) == (
-            dim,
-            request.metric,
-            request.embedder,
-            request.index,
-        )
-        if request.exist_ok and same:
+        wanted = {"dim": dim, **request.model_dump(include=_SETTINGS - {"dim"})}
+        other = [
+            f"{key} {getattr(existing, key)!r} (not {wanted[key]!r})"
+            for key in sorted(_SETTINGS)
+            if getattr(existing, key) != wanted[key]
+        ]
+        if request.exist_ok and not other:
             return existing
         raise _invalid(
             "vector.create_collection",
             ("name",),
             f"collection {request.name!r} already exists"
-            + ("" if same else " with another dim, metric, embedder or index")
-            + ("; pass exist_ok=true to reuse it" if same else ""),
+            + (f" with {', '.join(other)}" if other else "; pass exist_ok=true to reuse it"),
         )
 
     def drop(self, name: str) -> bool:

@@ -6,6 +6,7 @@ import logging
 import time
 
 from conveyor.app import ConveyorApp
+from conveyor.broker.migrate import check_worker_queues
 from conveyor.errors import ServiceUnavailable
 from conveyor.models.migrate import check_migrated
 
@@ -65,5 +66,6 @@ def run_worker(app: ConveyorApp, pool_name: str, **options: str | int | None) ->
     """Run a worker of one pool in the foreground until a warm shutdown (SIGTERM)."""
     assert app.settings.database_url is not None
     wait_for_database(app.settings.database_url)
+    check_worker_queues(app, pool_name)
     app.pool_name = pool_name
     app.worker_main(worker_argv(app, pool_name, **options))  # type: ignore[arg-type]

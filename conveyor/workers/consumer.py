@@ -34,6 +34,14 @@ class Consumer(CeleryConsumer):
     requeue: the worker stays up and the message is never delivered again.
     """
 
+    class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc,valid-type]
+        """Celery's steps, with the guarded remote control and the legacy key sweep."""
+
+        default_steps = [
+            "conveyor.workers.control:Control" if step.endswith(":Control") else step
+            for step in CeleryConsumer.Blueprint.default_steps
+        ] + ["conveyor.workers.legacy_keys:LegacyKeySweep"]
+
     hub: Any
     _flush_events: Callable[[], None]
     _flush_scheduled = False

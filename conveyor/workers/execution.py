@@ -204,7 +204,7 @@ def execute_run(task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     started, attempt = _now(), req.retries + 1
     context = RunContext(
         app=app,
-        run_id=run.id,
+        id=run.id,
         agent=spec.name,
         pool=spec.pool,
         worker=worker,
@@ -282,7 +282,7 @@ def _run_callbacks(context: RunContext) -> None:
         try:
             callback()
         except Exception:
-            log.warning("an on_finished callback of run %s failed", context.run_id, exc_info=True)
+            log.warning("an on_finished callback of run %s failed", context.id, exc_info=True)
 
 
 def bind_agent(app: ConveyorApp, spec: Agent) -> None:

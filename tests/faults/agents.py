@@ -48,7 +48,7 @@ def _run_engine() -> Engine:
 def _write_ledger(tag: int) -> int:
     """The non-idempotent effect: one ledger row, committed with its effect_once marker;
     returns the row's id (a redelivery gets the first delivery's id back)."""
-    run_id = current_run().run_id
+    run_id = current_run().id
 
     def insert(conn: Connection) -> int:
         return int(
@@ -73,7 +73,7 @@ def _mark_started() -> None:
                 "INSERT INTO fault_executions (run_id, agent, pid, attempt) "
                 "VALUES (:run_id, :agent, :pid, :attempt)"
             ),
-            {"run_id": run.run_id, "agent": run.agent, "pid": os.getpid(), "attempt": run.attempt},
+            {"run_id": run.id, "agent": run.agent, "pid": os.getpid(), "attempt": run.attempt},
         )
 
 
@@ -100,7 +100,7 @@ def idempotent(tag: int, seconds: float = 0.0, after: float = 0.0) -> int:
                 "INSERT INTO fault_kv (run_id, tag) VALUES (:run_id, :tag) ON CONFLICT (run_id) "
                 "DO UPDATE SET writes = fault_kv.writes + 1"
             ),
-            {"run_id": current_run().run_id, "tag": tag},
+            {"run_id": current_run().id, "tag": tag},
         )
     time.sleep(after)
     return tag

@@ -20,6 +20,7 @@ def test_submit_wait_prints_the_echo_and_runs_lists_it(
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
     assert run["status"] == "succeeded" and run["output"]["echo"] == {"x": 1}
+    assert run["output"]["run_id"] == run["id"], "current_run().id inside the agent"
     listed = conveyor(
         redis_env,
         "runs",
@@ -123,6 +124,12 @@ def test_worker_refuses_an_unmigrated_database(
         )
         assert done.returncode == 1
         assert "run `conveyor db upgrade`" in done.stderr
+        submitted = conveyor(
+            {**redis_env, "CONVEYOR_DATABASE_URL": empty}, "submit", "conveyor.ping", "{}"
+        )
+        assert submitted.returncode == 1
+        (line,) = submitted.stderr.strip().splitlines()
+        assert line.startswith("conveyor: database ") and line.endswith("`conveyor db upgrade`")
         upgraded = conveyor(
             {**redis_env, "CONVEYOR_DATABASE_URL": empty}, "db", "upgrade", "--json"
         )

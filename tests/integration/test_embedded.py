@@ -119,10 +119,12 @@ def test_demo_runs_the_example_workload_on_the_embedded_default(data_dir: Path) 
     """`conveyor demo --size small --json`, end to end, from a fresh data directory.
 
     The example agents are found through the `conveyor.agents` entry point (`examples`), as
-    a user's plugin would be; nothing here names their module.
+    a user's plugin would be; nothing here names their module. No library warning reaches
+    the user, even where XDG_RUNTIME_DIR is unset (platformdirs warns about it).
     """
     env = _clean_env(data_dir)
     env.pop("PYTHONPATH")
+    env.pop("XDG_RUNTIME_DIR", None)
     done = subprocess.run(
         [sys.executable, "-m", "conveyor", "demo", "--size", "small", "--json"],
         env=env,
@@ -132,6 +134,7 @@ def test_demo_runs_the_example_workload_on_the_embedded_default(data_dir: Path) 
         timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Warning" not in done.stdout + done.stderr, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["size"] == "small"
     assert summary["failures"] == 0, summary["failure_examples"]

@@ -2,54 +2,25 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conveyor import Client, create_app, load_settings
 from conveyor.embedded import Embedded
 from conveyor.workers.supervisor import stop_processes
+from tests.support.http import free_port, get, get_json
 from tests.support.waiting import wait_until
 from tests.support.workers import ROOT, WorkerProcess
 
 CREDENTIALS = "ops:flower-test-pass"
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
-    """Status and body of a GET; no proxy, whatever the environment says."""
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with _http.open(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def get_json(url: str, auth: str | None = None) -> Any:
-    status, body = get(url, auth)
-    assert status == 200, (status, body[:500])
-    return json.loads(body)
 
 
 def flower_env(env: dict[str, str], **extra: str) -> dict[str, str]:

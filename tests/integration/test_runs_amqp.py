@@ -51,6 +51,7 @@ def test_pool_routing_over_rabbitmq(amqp_client: Client) -> None:
 
 def test_plain_client_over_rabbitmq_is_recorded(amqp_url: str, amqp_client: Client) -> None:
     plain = celery.Celery("plain", broker=amqp_url)
+    plain.conf.task_queue_max_priority = 10
     sent = plain.send_task("conveyor.ping", kwargs={"plain": "amqp"})
     run = amqp_client.wait(sent.id, timeout=30)
     assert run.status is RunStatus.SUCCEEDED

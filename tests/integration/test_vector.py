@@ -11,9 +11,10 @@ import celery
 import numpy as np
 import pytest
 
-from conveyor import Client, ConveyorApp, InvalidInput, RunStatus
+from conveyor import Client, ConveyorApp, InvalidInput, RunFailed, RunStatus
 from conveyor.blobs import BLOB_FROM_BYTES
 from conveyor.vector.schema import encode_vector
+from tests.support.vectors import clustered
 from tests.support.workers import WorkerProcess
 
 
@@ -146,6 +147,36 @@ def test_a_seeded_corpus_keeps_hnsw_recall_above_the_floor(vclient: Client, name
     assert vclient.vector.stats(name).replica_kind == "hnsw"
 
 
+def test_nprobe_widens_an_ivf_search_per_search_and_per_collection(
+    vclient: Client, name: str
+) -> None:
+    data, queries = clustered(1200, 20, 16, clusters=20, spread=0.6, seed=21)
+    narrow = f"{name}-narrow"
+    vclient.vector.create_collection(name, dim=16, index="ivf")
+    made = vclient.vector.create_collection(narrow, dim=16, index="ivf", nprobe=1)
+    assert (made.nprobe, made.ef_search) == (1, None)
+    items = [{"id": str(i), "vector": data[i].tolist()} for i in range(1200)]
+    for collection in (name, narrow):
+        vclient.vector.upsert(collection, items)
+    model = {str(i): data[i] for i in range(1200)}
+    exact = [_exact(model, q, 10) for q in queries]
+
+    def ids(collection: str, **kwargs: int) -> list[list[str]]:
+        return vclient.vector.search(collection, queries, k=10, include=(), **kwargs).ids
+
+    assert ids(name, nprobe=4096) == exact, "every list searched: the exact answer"
+    one_list = ids(name, nprobe=1)
+    assert one_list != exact
+    assert ids(narrow) == one_list, "the collection's nprobe applies to a search naming none"
+    assert ids(narrow, nprobe=4096) == exact, "a search's own nprobe comes first"
+    stats = vclient.vector.stats(narrow)
+    assert (stats.replica_kind, stats.collection.nprobe) == ("ivf", 1)
+    with pytest.raises(RunFailed, match=r"already exists with nprobe 1 \(not 8\)"):
+        vclient.vector.create_collection(narrow, dim=16, index="ivf", nprobe=8, exist_ok=True)
+    assert vclient.vector.create_collection(narrow, dim=16, index="ivf", nprobe=1, exist_ok=True)
+    vclient.vector.drop_collection(narrow)
+
+
 @pytest.mark.parametrize(
     ("agent", "payload", "field", "words"),
     [
@@ -165,6 +196,13 @@ def test_a_seeded_corpus_keeps_hnsw_recall_above_the_floor(vclient: Client, name
         ("vector.search", {"queries": [{"vector": [1, 2, 3, 4]}], "k": 0}, "k", "greater"),
         ("vector.search", {"queries": [{"vector": [1, 2, 3, 4]}], "k": 5000}, "k", "1000"),
         ("vector.search", {"queries": [{"vector": [1, 2, 3]}]}, "queries.0.vector", "dim 4"),
+        ("vector.search", {"queries": [{"vector": [1, 2, 3, 4]}], "nprobe": 0}, "nprobe", "1"),
+        (
+            "vector.search",
+            {"queries": [{"vector": [1, 2, 3, 4]}], "nprobe": 5000},
+            "nprobe",
+            "less than or equal to 4096",
+        ),
         (
             "vector.search",
             {"matrix": {"dim": 4, "blob": "session:secret"}},

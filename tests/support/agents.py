@@ -145,3 +145,21 @@ def crash_idempotent(counter: str) -> None:
     """As tests.crash, for an idempotent agent (which skips the claim on first delivery)."""
     _redis().incr(counter)
     os.kill(os.getpid(), 9)
+
+
+class Echoed(BaseModel):
+    tag: str
+    pool: str
+    executions: int
+
+
+def _echo(tag: str) -> Echoed:
+    """Counts this tag's executions in Redis: a plain client's message must run once."""
+    executions = int(_redis().incr(f"echo:{tag}"))
+    return Echoed(tag=tag, pool=current_run().pool, executions=executions)
+
+
+echo_default = agent(name="tests.echo.default")(_echo)
+echo_memory = agent(name="tests.echo.memory", pool="memory")(_echo)
+echo_vector = agent(name="tests.echo.vector", pool="vector")(_echo)
+echo_analytics = agent(name="tests.echo.analytics", pool="analytics")(_echo)

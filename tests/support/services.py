@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -17,7 +19,6 @@ from sqlalchemy.engine import make_url
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379"
-AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 RABBITMQ_API = "http://127.0.0.1:15672/api"
 
 
@@ -33,13 +34,18 @@ def redis_test_db() -> int:
     return int(os.environ.get("CONVEYOR_TEST_REDIS_DB", "3")) + session_slot()
 
 
+@functools.cache
 def local_amqp_url() -> str:
-    """The local RabbitMQ: vhost / for the first session, a vhost of its own for each other
-    xdist worker (made through the management API), for the same reason as redis_test_db."""
-    slot = session_slot()
-    if slot == 0:
-        return AMQP
-    vhost = f"conveyor-test-{slot}"
+    """The local RabbitMQ, on a vhost of this xdist worker's own, made afresh once per test
+    process (through the management API): plain Celery's catch-all `celery` queue is shared
+    by every queue prefix in a vhost, as in redis_test_db, and a queue left by an earlier
+    run (or version) must not decide what this one declares."""
+    return fresh_amqp_vhost(f"conveyor-test-{session_slot()}")
+
+
+def fresh_amqp_vhost(vhost: str) -> str:
+    """An empty vhost `vhost` that guest may use, and its URL."""
+    _rabbitmq_api("DELETE", f"/vhosts/{vhost}", None)
     _rabbitmq_api("PUT", f"/vhosts/{vhost}", {})
     _rabbitmq_api(
         "PUT", f"/permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"}
@@ -47,15 +53,20 @@ def local_amqp_url() -> str:
     return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
 
 
-def _rabbitmq_api(method: str, path: str, body: dict[str, str]) -> None:
+def _rabbitmq_api(method: str, path: str, body: dict[str, str] | None) -> None:
+    """A management API call; deleting what does not exist is not an error."""
     request = urllib.request.Request(
         RABBITMQ_API + path,
-        data=json.dumps(body).encode(),
+        data=None if body is None else json.dumps(body).encode(),
         method=method,
         headers={"Content-Type": "application/json", "Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="},
     )
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        if not (method == "DELETE" and exc.code == 404):
+            raise
 
 
 def reachable(host: str, port: int) -> bool:

@@ -50,6 +50,7 @@ def test_every_command_is_covered() -> None:
     assert {p[0] for p in COMMANDS if p} == {
         "autoscale",
         "beat",
+        "broker",
         "cancel",
         "db",
         "demo",
@@ -67,6 +68,7 @@ def test_every_command_is_covered() -> None:
     }
     assert ("db", "upgrade") in COMMANDS
     assert ("db", "current") in COMMANDS
+    assert ("broker", "migrate") in COMMANDS
     for action in ("list", "show", "replay", "purge"):
         assert ("dlq", action) in COMMANDS
     for check in ("worker", "broker", "database", "exporter", "flower"):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import re
+from pathlib import Path
 
 import pytest
 
 import conveyor
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 PUBLIC_API = [
     "Agent",
@@ -71,3 +76,13 @@ def test_every_exported_exception_is_a_conveyor_error() -> None:
         "UnknownAgent",
     }
     assert all(issubclass(getattr(conveyor, e), conveyor.ConveyorError) for e in errors)
+
+
+def test_readme_lists_the_fields_of_current_run() -> None:
+    """The README's `current_run()` line names exactly RunContext's fields, `id` as on Run."""
+    text = " ".join(README.read_text().split())
+    listed = re.search(r"`current_run\(\)` inside an agent gives the run \(([^)]*)\)", text)
+    assert listed is not None, "the README line about current_run() has moved or changed"
+    fields = [f.name for f in dataclasses.fields(conveyor.RunContext)]
+    assert sorted(listed.group(1).split(", ")) == sorted(fields)
+    assert "id" in fields and "id" in conveyor.Run.model_fields

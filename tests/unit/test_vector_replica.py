@@ -11,6 +11,7 @@ import pytest
 from conveyor.vector.embedders import HashingEmbedder, get_embedder
 from conveyor.vector.replica import Hits, Replica
 from conveyor.vector.store import Change
+from tests.support.vectors import clustered
 
 
 def _changes(vectors: np.ndarray, first_seq: int = 1, prefix: str = "v") -> list[Change]:
@@ -65,14 +66,7 @@ def test_rewrites_and_deletes_are_never_returned(kind: str) -> None:
 
 
 def test_hnsw_recall_and_a_selective_filter_still_fill_k() -> None:
-    rng = np.random.default_rng(1)
-    centres = rng.normal(size=(20, 32))
-    data = (centres[rng.integers(0, 20, 5000)] + 0.3 * rng.normal(size=(5000, 32))).astype(
-        np.float32
-    )
-    queries = (centres[rng.integers(0, 20, 50)] + 0.3 * rng.normal(size=(50, 32))).astype(
-        np.float32
-    )
+    data, queries = clustered(5000, 50, 32, clusters=20, spread=0.3, seed=1)
     replica = Replica("g", 32, "cosine", "hnsw")
     replica.apply(_changes(data))
     found = replica.search(queries, 10).rows()

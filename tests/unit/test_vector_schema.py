@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from conveyor.agents import registry
 from conveyor.blobs import is_blob_key
+from conveyor.errors import InvalidInput
 from conveyor.vector.schema import (
     MAX_QUERIES,
+    CreateCollection,
     Query,
     QueryMatrix,
     Search,
@@ -128,3 +131,55 @@ def test_matrix_bytes_must_be_whole_finite_rows_within_the_limit() -> None:
         matrix_rows(np.ones(6, np.float32), 4)
     with pytest.raises(ValueError, match=f"at most {MAX_QUERIES}"):
         matrix_rows(np.ones(MAX_QUERIES + 1, np.float32), 1)
+
+
+@pytest.mark.parametrize(
+    ("agent", "payload", "words"),
+    [
+        ("vector.search", {"nprobe": 0}, "nprobe: Input should be greater than or equal to 1"),
+        ("vector.search", {"nprobe": 4097}, "nprobe: Input should be less than or equal to 4096"),
+        ("vector.search", {"nprobe": "all"}, "nprobe: Input should be a valid integer"),
+        ("vector.search", {"nprobe": 2.5}, "nprobe: Input should be a valid integer"),
+        ("vector.search", {"ef_search": 0}, "ef_search: Input should be greater than or equal"),
+        ("vector.create_collection", {"index": "ivf", "nprobe": 0}, "nprobe: Input should be"),
+        (
+            "vector.create_collection",
+            {"index": "ivf", "nprobe": 5000},
+            "nprobe: Input should be less than or equal to 4096",
+        ),
+        (
+            "vector.create_collection",
+            {"index": "hnsw", "nprobe": 8},
+            "nprobe: Value error, applies to index 'ivf', not 'hnsw'",
+        ),
+        (
+            "vector.create_collection",
+            {"nprobe": 8},
+            "nprobe: Value error, applies to index 'ivf', not 'auto'",
+        ),
+        (
+            "vector.create_collection",
+            {"index": "ivf", "ef_search": 64},
+            "ef_search: Value error, applies to index 'auto' or 'hnsw', not 'ivf'",
+        ),
+    ],
+)
+def test_bad_search_breadths_are_refused_naming_the_field_and_the_limit(
+    agent: str, payload: dict[str, object], words: str
+) -> None:
+    full = {"collection": "c", "queries": [{"text": "q"}]} if agent == "vector.search" else {}
+    full |= {"name": "c"} if agent == "vector.create_collection" else {}
+    with pytest.raises(InvalidInput) as caught:
+        registry.get(agent).validate_input(full | payload)
+    assert f"invalid input for {agent}: {words}" in str(caught.value)
+
+
+def test_search_breadths_within_the_limits_are_kept() -> None:
+    search = Search.model_validate(
+        {"collection": "c", "queries": [{"text": "q"}], "nprobe": 4096, "ef_search": 1}
+    )
+    assert (search.nprobe, search.ef_search) == (4096, 1)
+    created = CreateCollection.model_validate({"name": "c", "index": "ivf", "nprobe": 1})
+    assert (created.nprobe, created.ef_search) == (1, None)
+    hnsw = CreateCollection.model_validate({"name": "c", "index": "hnsw", "ef_search": 4096})
+    assert hnsw.ef_search == 4096
