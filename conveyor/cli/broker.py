@@ -16,7 +16,12 @@ def broker() -> None:
 
 
 @broker.command()
-@click.option("--dry-run", is_flag=True, help="Only report what would change.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only report what would change (on RabbitMQ a queue that does not exist yet is "
+    "declared, as a worker would).",
+)
 @click.option(
     "--queue",
     "queues",
@@ -31,7 +36,8 @@ def migrate(dry_run: bool, queues: tuple[str, ...], as_json: bool) -> None:
     \b
     Redis: messages in priority lists named with conveyor's earlier separator (`default:3`)
     move to kombu's own (`default\\x06\\x163`), the lists plain Celery clients write, and
-    binding entries are rewritten. Workers also do this at start and every 30 s.
+    binding entries are rewritten. Workers also do this at start and then every
+    CONVEYOR_LEGACY_SWEEP_SECONDS (30).
     RabbitMQ: a queue that exists with other arguments than conveyor declares (the
     catch-all `celery` queue without x-max-priority, say) is declared anew: its messages
     wait in `<queue>.conveyor-redeclare` meanwhile and none is lost. Stop the workers of
