@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ def test_queues_declared_earlier_with_other_arguments_are_declared_anew_with_the
             p,
         )
         for queue, agent in ((CATCH_ALL, "tests.echo.default"), ("memory", "tests.echo.memory"))
-        for p, tag in ((1, f"{queue}-1-old"), (5, f"{queue}-5-old"), (9, f"{queue}-9-old"))
+        for p, tag in ((p, f"{queue}-{p}-{uuid.uuid4().hex[:8]}") for p in (1, 5, 9))
     ]
 
     refused = conveyor(env, "worker", "--pool", "default", timeout=60)
