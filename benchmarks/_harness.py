@@ -181,6 +181,11 @@ def _raise_exit(signum: int, _: Any) -> None:
 # --- worker command lines -------------------------------------------------------------------
 
 
+BENCH_AGENTS = "benchmarks.agents"
+"""The benchmark-only agent module (bench.ping, a default agent), loaded by every conveyor
+worker and client the benchmarks start, through CONVEYOR_AGENT_MODULES."""
+
+
 def conveyor_env(
     broker: str, database: str, prefix: str, pool: str, concurrency: int
 ) -> dict[str, str]:
@@ -189,6 +194,7 @@ def conveyor_env(
         "CONVEYOR_DATABASE_URL": database,
         "CONVEYOR_QUEUE_PREFIX": prefix,
         "CONVEYOR_POOLS": json.dumps({"default": {"kind": pool, "concurrency": concurrency}}),
+        "CONVEYOR_AGENT_MODULES": BENCH_AGENTS,
     }
 
 
@@ -207,11 +213,54 @@ def conveyor_worker_argv(concurrency: int, loglevel: str) -> list[str]:
     ]
 
 
-def raw_env(broker: str, backend: str, reliable: bool = False) -> dict[str, str]:
+DELIVERY_SETTINGS = (
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "worker_prefetch_multiplier",
+    "task_serializer",
+    "result_serializer",
+    "accept_content",
+    "broker_transport_options",
+)
+
+
+def conveyor_delivery(broker: str) -> dict[str, Any]:
+    """conveyor's delivery settings for `broker`, read from the app conveyor builds (so they
+    follow conveyor): late acks, reject on worker lost, prefetch 1, JSON, and its broker
+    transport options (visibility timeout, priority steps 0..9, body encoding, redelivery
+    sweep, socket timeouts). Raw Celery gets them through RAW_CONFIG."""
+    from conveyor.app import create_app
+
+    settings = conveyor_settings(broker, pg_url("postgres", "postgresql+psycopg"), "", "prefork", 2)
+    conf = create_app(settings).conf
+    return {key: conf[key] for key in DELIVERY_SETTINGS}
+
+
+def raw_config(args: argparse.Namespace, broker: str) -> dict[str, Any]:
+    """The raw side's delivery settings: conveyor's, unless --raw-celery-defaults."""
+    return {} if getattr(args, "raw_celery_defaults", False) else conveyor_delivery(broker)
+
+
+def raw_terms(args: argparse.Namespace) -> str:
+    """How raw Celery was configured, for verdict lines."""
+    if getattr(args, "raw_celery_defaults", False):
+        return "raw Celery defaults (early acks, prefetch 4)"
+    return "raw Celery with conveyor's delivery settings"
+
+
+def raw_env(
+    broker: str,
+    backend: str,
+    reliable: bool = False,
+    config: dict[str, Any] | None = None,
+    queue: str = "",
+) -> dict[str, str]:
     return {
         "RAW_BROKER_URL": broker,
         "RAW_RESULT_BACKEND": backend,
         "RAW_RELIABLE": "1" if reliable else "",
+        "RAW_CONFIG": json.dumps(config or {}),
+        "RAW_QUEUE": queue,
     }
 
 
@@ -244,6 +293,7 @@ def conveyor_settings(broker: str, database: str, prefix: str, pool: str, concur
         database_url=database,
         queue_prefix=prefix,
         pools={"default": {"kind": pool, "concurrency": concurrency}},
+        agent_modules=[BENCH_AGENTS],
     )
 
 
@@ -259,10 +309,17 @@ def add_common_args(parser: argparse.ArgumentParser, raw_celery: bool = True) ->
     )
     if raw_celery:
         parser.add_argument(
+            "--raw-celery-defaults",
+            action="store_true",
+            help="give raw Celery Celery's defaults (early acks, prefetch multiplier 4, "
+            "kombu's transport options) instead of conveyor's delivery settings (acks_late, "
+            "reject_on_worker_lost, prefetch 1, conveyor's broker transport options; the "
+            "default since issue 17)",
+        )
+        parser.add_argument(
             "--raw-reliable",
             action="store_true",
-            help="give raw Celery conveyor's delivery settings "
-            "(acks_late, prefetch multiplier 1); default: Celery's defaults",
+            help="no effect: conveyor's delivery settings are now the default",
         )
     parser.add_argument("--keep-logs", action="store_true", help="keep worker log files")
 

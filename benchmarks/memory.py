@@ -2,16 +2,20 @@
 
 One invocation: a scratch database, Redis db --redis-db as broker and --redis-db + 1 as the
 recall cache (CONVEYOR_CACHE_URL), and two worker subprocesses: `conveyor worker --pool memory`
-(threads, --memory-concurrency) and `--pool default` (--ping-pool) for conveyor.ping.
+(threads, --memory-concurrency) and `--pool default` (--ping-pool, default prefork c=2, the
+shipped default pool) for conveyor.ping and bench.ping.
 
-Throughput, items/s, each measurement in a fresh namespace; --rounds rounds with the method
-order rotating; rate = all items of a method / all its seconds:
+Throughput, items/s, once per --memory-concurrency C (default 1, then 4 = the built-in memory
+pool's concurrency; the memory worker is restarted with C threads), each measurement in a
+fresh namespace; --rounds rounds with the method order rotating; rate = all items of a
+method / all its seconds. The raw methods run on equal terms: C threads, each with its own
+connection, taking the batches from one shared list (as the worker's C threads take runs):
   remember_batched  --batches runs of --batch-size items (one session each), all submitted
                     with client.memory.remember_async(ns, s, items=[...]), then
                     client.wait_many(ids); clock from the first submit to wait_many's return
   remember_single   --singles sequential client.memory.remember(ns, s, text) (20 sessions)
   single_async      the same items submitted at once with remember_async, then wait_many
-  raw_executemany   raw psycopg, one connection, sequential: cursor.executemany(INSERT INTO
+  raw_executemany   raw psycopg, C threads x one connection: cursor.executemany(INSERT INTO
                     memory_items ...), one transaction per batch of --batch-size
   raw_copy          the same with cursor.copy("COPY memory_items (...) FROM STDIN")
 Items: ~200 chars of varied text, unique (no dedup hit), a role and metadata. Raw rows get the
@@ -19,9 +23,13 @@ store's values (uuid4, content_hash, count_tokens, escape_nul, JSON metadata), c
 the timing; raw does not touch memory_sessions nor look for duplicates as remember does.
 Target: remember_batched >= 50 % of the faster raw method.
 
-Latency, ms: sequential calls, --count per side after --warmup, interleaved in blocks of
---block with a rotating order:
-  ping          client.submit("conveyor.ping", {"i": i}) then client.wait(id)
+Latency, ms (memory worker at the pool's default concurrency, or the last C given):
+sequential calls, --count per side after --warmup, interleaved in blocks of --block with a
+rotating order:
+  ping          client.submit("conveyor.ping", {"i": i}) then client.wait(id): an idempotent
+                agent, like recall and search (none of them is claimed)
+  ping_default  the same with "bench.ping" (benchmarks/agents.py): conveyor.ping as a default
+                agent, claimed in PostgreSQL before it runs; reported beside ping
   recall_cached client.memory.recall(ns, "hot", last=20), a session of --recall-items items:
                 every repeat is served from the Redis recall cache
   recall_db     the same on another such session whose cached window is invalidated before
@@ -29,7 +37,8 @@ Latency, ms: sequential calls, --count per side after --warmup, interleaved in b
                 call reads PostgreSQL, then refills the cache
   search        client.memory.search(ns, "<two words>", limit=10) in a namespace of
                 --search-items items, over 50 word pairs; memory_items is ANALYZEd first
-Target: recall p50 <= 2 x ping p50, judged for recall_cached and recall_db separately.
+Target: recall p50 <= 2 x ping p50 (conveyor.ping: idempotent as recall is), judged for
+recall_cached and recall_db separately; the ratio to ping_default is printed beside it.
 
 Run from the repository root:  .venv/bin/python -m benchmarks.memory
 """
@@ -37,13 +46,15 @@ Run from the repository root:  .venv/bin/python -m benchmarks.memory
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import random
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,6 +122,7 @@ def raw_rows(ns: str, session: str, items: list[Item]) -> list[tuple[Any, ...]]:
 class Bench:
     def __init__(self, client: Any, conn: psycopg.Connection[Any], args: argparse.Namespace):
         self.client, self.conn, self.args = client, conn, args
+        self.raw_conns: list[psycopg.Connection[Any]] = [conn]
 
     def check(self, runs: dict[str, Any], expected: int) -> None:
         bad = [r for r in runs.values() if r.status.value != "succeeded"]
@@ -142,17 +154,43 @@ class Bench:
             raise RuntimeError("an item was deduped")
         return elapsed
 
+    @contextlib.contextmanager
+    def raw_threads(self, url: str, threads: int) -> Iterator[None]:
+        """The raw methods' connections for `threads` threads, opened outside the timing."""
+        conns = [psycopg.connect(url, autocommit=True) for _ in range(threads)]
+        self.raw_conns = conns
+        try:
+            yield
+        finally:
+            self.raw_conns = [self.conn]
+            for conn in conns:
+                conn.close()
+
     def raw(self, ns: str, batches: list[list[Item]], copy: bool) -> float:
+        """One thread per raw connection; each takes the next batch until none is left."""
+        todo = list(enumerate(batches))[::-1]
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            while True:
+                try:
+                    b, items = todo.pop()  # list.pop is atomic under the GIL
+                except IndexError:
+                    return
+                rows = raw_rows(ns, f"s{b}", items)
+                with conn.transaction(), conn.cursor() as cur:
+                    if copy:
+                        with cur.copy(COPY_SQL) as out:
+                            for row in rows:
+                                out.write_row(row)
+                    else:
+                        cur.executemany(INSERT_SQL, rows)
+
         t0 = time.perf_counter()
-        for b, items in enumerate(batches):
-            rows = raw_rows(ns, f"s{b}", items)
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                if copy:
-                    with cur.copy(COPY_SQL) as out:
-                        for row in rows:
-                            out.write_row(row)
-                else:
-                    cur.executemany(INSERT_SQL, rows)
+        if len(self.raw_conns) == 1:
+            work(self.raw_conns[0])
+        else:
+            with ThreadPoolExecutor(len(self.raw_conns)) as pool:
+                list(pool.map(work, self.raw_conns))
         return time.perf_counter() - t0
 
     def count(self, ns: str) -> int:
@@ -160,7 +198,7 @@ class Bench:
         return int(self.conn.execute(sql, (ns,)).fetchone()[0])  # type: ignore[index]
 
 
-def throughput(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+def throughput(bench: Bench, args: argparse.Namespace, tag: str = "") -> dict[str, Any]:
     methods: dict[str, Timed] = {
         "remember_batched": bench.remember_batched,
         "raw_copy": lambda ns, b: bench.raw(ns, b, copy=True),
@@ -175,7 +213,7 @@ def throughput(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         order = METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]
         this: dict[str, float] = {}
         for name in order:
-            ns = f"tp-{name}-r{r}"
+            ns = f"tp{tag}-{name}-r{r}"
             if name in SINGLES:
                 batches = [make_items(rng, args.singles, ns)]
             else:
@@ -219,10 +257,13 @@ def latency(bench: Bench, args: argparse.Namespace, cache_url: str) -> dict[str,
     cache = RecallCache.from_url(cache_url)
     info: dict[str, list[float]] = {"recall_cached": [], "recall_db": [], "search": []}
 
-    def ping(i: int) -> None:
-        run = client.wait(client.submit("conveyor.ping", {"i": i}), timeout=30.0)
-        if run.status.value != "succeeded":
-            raise RuntimeError(f"ping ended {run.status.value}: {run.error_message}")
+    def pinger(agent: str) -> Callable[[int], None]:
+        def ping(i: int) -> None:
+            run = client.wait(client.submit(agent, {"i": i}), timeout=30.0)
+            if run.status.value != "succeeded":
+                raise RuntimeError(f"{agent} ended {run.status.value}: {run.error_message}")
+
+        return ping
 
     def recall(name: str, session: str) -> Callable[[int], None]:
         def call(_: int) -> None:
@@ -237,7 +278,8 @@ def latency(bench: Bench, args: argparse.Namespace, cache_url: str) -> dict[str,
         info["search"].append(len(mem.search("search", QUERIES[i % len(QUERIES)], limit=10).hits))
 
     sides: list[tuple[str, Callable[[int], None], Callable[[], None] | None]] = [
-        ("ping", ping, None),
+        ("ping", pinger("conveyor.ping"), None),
+        ("ping_default", pinger("bench.ping"), None),
         ("recall_cached", recall("recall_cached", "hot"), None),
         ("recall_db", recall("recall_db", "cold"), lambda: cache.invalidate_session("lat", "cold")),
         ("search", search, None),
@@ -265,9 +307,13 @@ def latency(bench: Bench, args: argparse.Namespace, cache_url: str) -> dict[str,
     stats = {name: h.percentiles(values) for name, values in samples.items()}
     ping50 = stats["ping"]["p50"]
     ratios = {name: s["p50"] / ping50 for name, s in stats.items() if name != "ping"}
+    default50 = stats["ping_default"]["p50"]
     return {
         "latency_ms": stats,
         "p50_over_ping": ratios,
+        "p50_over_ping_default": {
+            n: s["p50"] / default50 for n, s in stats.items() if not n.startswith("ping")
+        },
         "p99_over_ping": {n: s["p99"] / stats["ping"]["p99"] for n, s in stats.items()},
         "cached_fraction": {n: sum(v) / len(v) for n, v in info.items() if n != "search"},
         "search_hits_mean": sum(info["search"]) / len(info["search"]),
@@ -294,6 +340,14 @@ def wait_ready(client: Any, agent: str, payload: dict[str, Any], worker: h.Worke
         return round(time.monotonic() - worker.started_at, 2)
 
 
+def latency_concurrency(args: argparse.Namespace) -> int:
+    """The memory concurrency latency is measured at: the built-in pool's, if measured."""
+    from conveyor.workers.pools import BUILTIN_POOLS
+
+    default = BUILTIN_POOLS["memory"].concurrency
+    return default if default in args.memory_concurrency else args.memory_concurrency[-1]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from conveyor.app import create_app
     from conveyor.client import Client
@@ -301,6 +355,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from conveyor.models.migrate import upgrade
 
     machine = h.machine_info()
+    at_latency = latency_concurrency(args)
+    tps: dict[str, Any] = {}
+    lat: dict[str, Any] | None = None
     with (
         h.scratch_database("mem") as db,
         h.scratch_redis(args.redis_db, args.redis_db + 1) as (broker, cache_url),
@@ -309,15 +366,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         url = h.pg_url(db, "postgresql+psycopg")
         upgrade(url)
         prefix = h.unique("mem") + "."
-        pools = {
-            "default": {"kind": args.ping_pool, "concurrency": args.ping_concurrency},
-            "memory": {"kind": "threads", "concurrency": args.memory_concurrency},
-        }
-        env = h.conveyor_env(broker, url, prefix, args.ping_pool, args.ping_concurrency)
-        env.update(CONVEYOR_POOLS=json.dumps(pools), CONVEYOR_CACHE_URL=cache_url)
-        memory_argv = [h.PYTHON, "-m", "conveyor", "worker", "--pool", "memory"]
-        memory_argv += ["--concurrency", str(args.memory_concurrency), "--loglevel", args.loglevel]
-        mem_worker = workers.start("memory", memory_argv, env)
+
+        def env_for(conc: int) -> tuple[dict[str, Any], dict[str, str]]:
+            pools = {
+                "default": {"kind": args.ping_pool, "concurrency": args.ping_concurrency},
+                "memory": {"kind": "threads", "concurrency": conc},
+            }
+            env = h.conveyor_env(broker, url, prefix, args.ping_pool, args.ping_concurrency)
+            env.update(CONVEYOR_POOLS=json.dumps(pools), CONVEYOR_CACHE_URL=cache_url)
+            return pools, env
+
+        def memory_worker(conc: int) -> h.Worker:
+            argv = [h.PYTHON, "-m", "conveyor", "worker", "--pool", "memory"]
+            argv += ["--concurrency", str(conc), "--loglevel", args.loglevel]
+            return workers.start(f"memory-c{conc}", argv, env_for(conc)[1])
+
+        pools, env = env_for(args.memory_concurrency[0])
+        mem_worker = memory_worker(args.memory_concurrency[0])
         ping_argv = h.conveyor_worker_argv(args.ping_concurrency, args.loglevel)
         ping_worker = workers.start("default", ping_argv, env)
         settings = load_settings(
@@ -326,74 +391,100 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             queue_prefix=prefix,
             pools=pools,
             cache_url=cache_url,
+            agent_modules=[h.BENCH_AGENTS],
         )
         client = Client(create_app(settings))
+        recall = ("memory.recall", {"namespace": "x", "session": "x"})
         try:
             ready = {
-                "memory": wait_ready(
-                    client, "memory.recall", {"namespace": "x", "session": "x"}, mem_worker
-                ),
+                f"memory c={args.memory_concurrency[0]}": wait_ready(client, *recall, mem_worker),
                 "default": wait_ready(client, "conveyor.ping", {"i": -1}, ping_worker),
             }
             with psycopg.connect(h.pg_url(db), autocommit=True) as conn:
                 bench = Bench(client, conn, args)
-                tp = throughput(bench, args)
-                lat = latency(bench, args, cache_url)
+                for n, conc in enumerate(args.memory_concurrency):
+                    if n:
+                        workers.stop(mem_worker)
+                        mem_worker = memory_worker(conc)
+                        ready[f"memory c={conc}"] = wait_ready(client, *recall, mem_worker)
+                    print(f"[bench] throughput, memory pool threads c={conc}", file=sys.stderr)
+                    with bench.raw_threads(h.pg_url(db), conc):
+                        tps[str(conc)] = throughput(bench, args, f"-c{conc}") | {
+                            "concurrency": conc
+                        }
+                    if conc == at_latency and lat is None:
+                        lat = latency(bench, args, cache_url)
             for worker in (mem_worker, ping_worker):
                 worker.check_alive()
         finally:
             client.close()
     keys = "rounds batches batch_size singles count warmup block recall_items search_items"
     config = {k: getattr(args, k) for k in keys.split()} | {
-        "memory_pool": f"threads c={args.memory_concurrency}",
+        "memory_pool": [f"threads c={c}" for c in args.memory_concurrency],
+        "raw_threads": "as many as the memory pool's threads, one connection each",
+        "latency_memory_pool": f"threads c={at_latency}",
         "ping_pool": f"{args.ping_pool} c={args.ping_concurrency}",
         "loglevel": args.loglevel,
     }
     head = {"benchmark": "memory", "machine": machine, "config": config, "ready_after_s": ready}
-    return head | {"throughput": tp, "latency": lat}
+    return head | {"throughput": tps, "latency": lat}
 
 
 def report(result: dict[str, Any]) -> None:
-    tp, lat, cfg = result["throughput"], result["latency"], result["config"]
-    rates = tp["rates"]
-    rows = [
-        [m, r["items"], r["seconds"], r["rate"], r["rate"] / rates["raw_copy"]["rate"],
-         r["rate"] / rates["raw_executemany"]["rate"]]
-        for m, r in rates.items()
-    ]  # fmt: skip
-    h.print_table(
-        f"Remember throughput, items/s ({cfg['rounds']} rounds, batch {cfg['batch_size']}, "
-        f"memory pool {cfg['memory_pool']}, {result['machine']['date']})",
-        ["method", "items", "seconds", "items/s", "/ raw_copy", "/ raw_executemany"],
-        rows,
-    )
-    for raw, ratio in tp["batched_over_raw"].items():
-        print(f"  remember_batched / {raw} = {ratio:.2f}")
-    print(
-        f"verdict: remember_batched / {tp['faster_raw']} (the faster raw) = "
-        f"{tp['batched_over_raw'][tp['faster_raw']]:.2f} "
-        f"(target >= {TARGET_RATE}: {'MET' if tp['target_met'] else 'MISSED'})"
-    )
+    lat, cfg = result["latency"], result["config"]
+    for conc, tp in result["throughput"].items():
+        rates = tp["rates"]
+        rows = [
+            [m, r["items"], r["seconds"], r["rate"], r["rate"] / rates["raw_copy"]["rate"],
+             r["rate"] / rates["raw_executemany"]["rate"]]
+            for m, r in rates.items()
+        ]  # fmt: skip
+        h.print_table(
+            f"Remember throughput, items/s ({cfg['rounds']} rounds, batch {cfg['batch_size']}, "
+            f"memory pool threads c={conc}, raw: {conc} thread(s) x 1 connection, load "
+            f"{result['machine']['loadavg_at_start']}, {result['machine']['date']})",
+            ["method", "items", "seconds", "items/s", "/ raw_copy", "/ raw_executemany"],
+            rows,
+        )
+        for raw, ratio in tp["batched_over_raw"].items():
+            print(f"  remember_batched / {raw} = {ratio:.2f}")
+        print(
+            f"verdict: remember_batched / {tp['faster_raw']} (the faster raw) = "
+            f"{tp['batched_over_raw'][tp['faster_raw']]:.2f} [memory pool threads c={conc}, "
+            f"raw {conc} thread(s) x 1 connection, batches of {cfg['batch_size']}] "
+            f"(target >= {TARGET_RATE}: {'MET' if tp['target_met'] else 'MISSED'})"
+        )
     stats, cached = lat["latency_ms"], lat["cached_fraction"]
     notes = {n: f"cached {100 * f:.0f}%" for n, f in cached.items()}
     notes["search"] = f"{lat['search_hits_mean']:.1f} hits"
     rows = [
         [n, s["n"], s["p50"], s["p90"], s["p99"], s["mean"], s["max"],
-         lat["p50_over_ping"].get(n, 1.0), lat["p99_over_ping"][n], notes.get(n, "")]
+         lat["p50_over_ping"].get(n, 1.0), lat["p50_over_ping_default"].get(n),
+         lat["p99_over_ping"][n], notes.get(n, "")]
         for n, s in stats.items()
     ]  # fmt: skip
     h.print_table(
-        f"Latency, ms (ping on {cfg['ping_pool']}; table {lat['rows']['table']} rows, "
-        f"search namespace {lat['rows']['search_namespace']})",
-        ["side", "n", "p50", "p90", "p99", "mean", "max", "p50/ping", "p99/ping", ""],
+        f"Latency, ms (ping on {cfg['ping_pool']}, memory pool {cfg['latency_memory_pool']}; "
+        f"table {lat['rows']['table']} rows, search namespace {lat['rows']['search_namespace']})",
+        ["side", "n", "p50", "p90", "p99", "mean", "max", "p50/ping", "p50/ping_default",
+         "p99/ping", ""],
         rows,
+    )  # fmt: skip
+    terms = (
+        f"conveyor.ping (idempotent) on {cfg['ping_pool']}, memory pool "
+        f"{cfg['latency_memory_pool']}, N={cfg['count']} sequential"
     )
     for name, met in lat["target_met"].items():
         print(
             f"verdict: {name} p50 / ping p50 = {lat['p50_over_ping'][name]:.2f} "
+            f"(/ ping_default {lat['p50_over_ping_default'][name]:.2f}) [{terms}] "
             f"(target <= {TARGET_RECALL}: {'MET' if met else 'MISSED'})"
         )
     print(f"info: search p50 / ping p50 = {lat['p50_over_ping']['search']:.2f} (no target)")
+    print(
+        f"info: ping_default (bench.ping, claimed) p50 / ping p50 = "
+        f"{lat['p50_over_ping']['ping_default']:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,8 +501,20 @@ def main(argv: list[str] | None = None) -> int:
     add("--block", type=int, default=25, help="latency interleaving block size (25)")
     add("--recall-items", type=int, default=200, help="items in each recall session (200)")
     add("--search-items", type=int, default=3000, help="items in the search namespace (3000)")
-    add("--memory-concurrency", type=int, default=4, help="memory pool threads (4)")
-    add("--ping-pool", choices=["prefork", "threads", "solo"], default="threads")
+    add(
+        "--memory-concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="memory pool threads, one throughput measurement each; the raw methods use as "
+        "many threads and connections (1 4: 4 is the built-in memory pool's)",
+    )
+    add(
+        "--ping-pool",
+        choices=["prefork", "threads", "solo"],
+        default="prefork",
+        help="default pool kind for the pings (prefork: the shipped default pool)",
+    )
     add("--ping-concurrency", type=int, default=2, help="default pool concurrency (2)")
     add("--redis-db", type=int, default=8, help="broker db; +1 is the cache (both flushed!) (8)")
     add("--timeout", type=float, default=600.0, help="seconds to wait for a batch of runs")

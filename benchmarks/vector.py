@@ -3,7 +3,8 @@
 One invocation: a scratch database, Redis db --redis-db as broker and --redis-db + 1 as the
 embedding cache (CONVEYOR_CACHE_URL), a temporary CONVEYOR_DATA_DIR, and two worker
 subprocesses: `conveyor worker --pool vector` (prefork, --vector-concurrency, default 1; faiss
-gets cpu_count // concurrency threads) and `--pool default` (--ping-pool) for conveyor.ping.
+gets cpu_count // concurrency threads) and `--pool default` (--ping-pool, default prefork c=2,
+the shipped default pool) for conveyor.ping and bench.ping.
 
 Data, --count 384-dim float32 vectors per set, L2-normalised, loaded through Celery with
 client.vector.upsert in batches of --batch-size (--inflight runs in flight) into HNSW
@@ -13,6 +14,8 @@ collections (cosine); the first vector.stats afterwards builds the worker's repl
   B  the docstrings of the standard library (modules, classes, functions, methods; gathered
      in a subprocess, deduplicated, at most --count) embedded with HashingEmbedder, stored
      with their text; queries: the first sentences of --queries of those docstrings
+Recall@k and QPS are measured once per --batch size (queries per search task; default both
+100, this benchmark's default batch, and 1000, what the verdicts before issue 17 used):
 Recall@k: conveyor's answers (client.vector.search, --queries in batches of --batch) against
 exact search (numpy, same vectors); "ties" also counts a hit whose exact score equals the k-th.
 QPS, --rounds rounds, method order rotating, all --queries in batches of --batch each time
@@ -25,10 +28,13 @@ them into row numbers for recall is not timed, on either side):
                  read from PostgreSQL); reported, not judged
   raw_faiss      faiss.IndexHNSWFlat(384, 32, IP), efConstruction 80, built in this process
                  on the same vectors; search(batch, k) with efSearch = max(192, 8k) as the replica
-Target: recall@10 >= 0.95 at conveyor QPS >= 70 % of raw faiss (judged per set, both modes).
+Target: recall@10 >= 0.95 at conveyor QPS >= 70 % of raw faiss (judged per set, both modes,
+each batch size).
 Latency, ms: --count-latency sequential single-vector searches (include=()) on A versus
-conveyor.ping round trips, after --warmup, interleaved in blocks of --block.
-Target: p50 <= 2 x ping p50.
+conveyor.ping round trips (idempotent, as vector.search is) and bench.ping round trips
+(benchmarks/agents.py: a default agent, claimed before it runs), after --warmup, interleaved
+in blocks of --block.
+Target: p50 <= 2 x ping p50 (conveyor.ping); the ratio to bench.ping is printed beside it.
 Snapshot: client.vector.snapshot(A), then load_snapshot(root, A, generation) in this process,
 --loads times. Target: load <= 1 s (the median).
 
@@ -204,9 +210,9 @@ class Bench:
         return {"vectors": len(data), "seconds": load, "rate": len(data) / load,
                 "replica_build_s": build}  # fmt: skip
 
-    def batches(self, queries: F32) -> list[F32]:
+    @staticmethod
+    def batches(queries: F32, b: int) -> list[F32]:
         """The same numpy batches raw faiss gets (Client.vector sends each as one matrix)."""
-        b = self.args.batch
         return [queries[i : i + b] for i in range(0, len(queries), b)]
 
     def seq(self, name: str, batches: list[Any]) -> list[list[list[str]]]:
@@ -245,7 +251,27 @@ def quality(bench: Bench, name: str, s: dict[str, Any], args: argparse.Namespace
     data, queries, k = s["data"], s["queries"], args.k
     index, params, built = raw_faiss(data, k)
     truth = exact(data, queries, k)
-    conv_batches = bench.batches(queries)
+    out: dict[str, Any] = {"queries": len(queries), "raw_build_s": built, "by_batch": {}}
+    for batch in args.batch:
+        print(f"[bench] {name}: QPS with batches of {batch}", file=sys.stderr)
+        out["by_batch"][str(batch)] = qps_rounds(
+            bench, name, data, queries, (index, params, truth), batch, args
+        )
+    return out
+
+
+def qps_rounds(
+    bench: Bench,
+    name: str,
+    data: F32,
+    queries: F32,
+    prepared: tuple[Any, Any, Any],
+    batch: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    index, params, truth = prepared
+    k = args.k
+    conv_batches = bench.batches(queries, batch)
 
     def raw() -> list[Any]:
         return [index.search(b, k, params=params)[1] for b in conv_batches]
@@ -271,30 +297,37 @@ def quality(bench: Bench, name: str, s: dict[str, Any], args: argparse.Namespace
     rec = {m: recall(f, truth, data, queries, k) for m, f in found.items()}
     ratio = {m: qps[m] / qps["raw_faiss"] for m in QPS_METHODS if m != "raw_faiss"}
     met = {m: rec[m]["recall"] >= TARGET_RECALL and ratio[m] >= TARGET_QPS for m in JUDGED}
-    return {"queries": len(queries), "qps": qps, "recall": rec, "qps_over_raw": ratio,
-            "raw_build_s": built, "target_met": met}  # fmt: skip
+    return {"batch": batch, "tasks": len(conv_batches), "qps": qps, "recall": rec,
+            "qps_over_raw": ratio, "target_met": met}  # fmt: skip
 
 
 def latency(bench: Bench, name: str, queries: F32, args: argparse.Namespace) -> dict[str, Any]:
     client, api, vecs = bench.client, bench.api, [queries[i : i + 1] for i in range(len(queries))]
 
-    def ping(i: int) -> None:
-        if client.wait(client.submit("conveyor.ping", {"i": i})).status.value != "succeeded":
-            raise RuntimeError("ping failed")
+    def pinger(agent: str) -> Callable[[int], None]:
+        def ping(i: int) -> None:
+            if client.wait(client.submit(agent, {"i": i})).status.value != "succeeded":
+                raise RuntimeError(f"{agent} failed")
+
+        return ping
 
     def search(i: int) -> None:
         if len(api.search(name, vecs[i % len(vecs)], k=args.k, include=()).ids[0]) != args.k:
             raise RuntimeError("search returned fewer than k matches")
 
-    sides = [("ping", ping), ("search", search)]
-    samples: dict[str, list[float]] = {"ping": [], "search": []}
+    sides = [
+        ("ping", pinger("conveyor.ping")),
+        ("ping_default", pinger("bench.ping")),
+        ("search", search),
+    ]
+    samples: dict[str, list[float]] = {side: [] for side, _ in sides}
     for _, call in sides:
         for i in range(args.warmup):
             call(i)
     done, rotation = 0, 0
     while done < args.count_latency:
         size = min(args.block, args.count_latency - done)
-        for side, call in sides[rotation % 2 :] + sides[: rotation % 2]:
+        for side, call in sides[rotation % len(sides) :] + sides[: rotation % len(sides)]:
             for i in range(done, done + size):
                 t0 = time.perf_counter()
                 call(i)
@@ -302,7 +335,13 @@ def latency(bench: Bench, name: str, queries: F32, args: argparse.Namespace) -> 
         done, rotation = done + size, rotation + 1
     stats = {side: h.percentiles(v) for side, v in samples.items()}
     ratio = stats["search"]["p50"] / stats["ping"]["p50"]
-    return {"latency_ms": stats, "p50_over_ping": ratio, "target_met": ratio <= TARGET_P50}
+    return {
+        "latency_ms": stats,
+        "p50_over_ping": ratio,
+        "p50_over_ping_default": stats["search"]["p50"] / stats["ping_default"]["p50"],
+        "ping_default_over_ping": stats["ping_default"]["p50"] / stats["ping"]["p50"],
+        "target_met": ratio <= TARGET_P50,
+    }
 
 
 def snapshot(bench: Bench, name: str, root: Path, n: int, loads: int) -> dict[str, Any]:
@@ -355,7 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ping_worker = workers.start("default", h.conveyor_worker_argv(2, args.loglevel), env)
             settings = load_settings(
                 broker_url=broker, database_url=url, queue_prefix=prefix, pools=pools,
-                cache_url=cache_url,
+                cache_url=cache_url, agent_modules=[h.BENCH_AGENTS],
             )  # fmt: skip
             client = Client(create_app(settings))
             try:
@@ -384,6 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(data_dir, ignore_errors=True)
     keys = "count queries batch k rounds batch_size inflight count_latency warmup block loads"
     config = {k: getattr(args, k) for k in keys.split()} | {
+        "vectors": {name: len(s["data"]) for name, s in sets.items()},
         "vector_pool": f"prefork c={args.vector_concurrency}",
         "ping_pool": f"{args.ping_pool} c=2",
         "loglevel": args.loglevel,
@@ -394,6 +434,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> None:
     sets, cfg, lat, snap = result["sets"], result["config"], result["latency"], result["snapshot"]
+    machine = result["machine"]
     rows = [
         [n, s["about"], s["load"]["vectors"], s["load"]["seconds"], s["load"]["rate"],
          s["load"]["replica_build_s"], s["search"]["raw_build_s"]]
@@ -401,46 +442,55 @@ def report(result: dict[str, Any]) -> None:
     ]  # fmt: skip
     h.print_table(
         f"Load through Celery (upsert batches of {cfg['batch_size']}, {cfg['inflight']} in "
-        f"flight, vector pool {cfg['vector_pool']}, {result['machine']['date']})",
+        f"flight, vector pool {cfg['vector_pool']}, load {machine['loadavg_at_start']}, "
+        f"{machine['date']})",
         ["set", "data", "vectors", "seconds", "vectors/s", "replica build s", "raw faiss build s"],
         rows,
     )
     rows = []
     for n, s in sets.items():
-        q = s["search"]
-        for m in QPS_METHODS:
-            r = q["recall"][m]
-            rows.append([n, m, q["qps"][m], q["qps_over_raw"].get(m, 1.0), r["recall"],
-                         r["recall_ties"]])  # fmt: skip
+        for batch, q in s["search"]["by_batch"].items():
+            for m in QPS_METHODS:
+                r = q["recall"][m]
+                rows.append([n, batch, m, q["qps"][m], q["qps_over_raw"].get(m, 1.0),
+                             r["recall"], r["recall_ties"]])  # fmt: skip
     h.print_table(
-        f"Search, k={cfg['k']}, {cfg['queries']} queries in batches of {cfg['batch']}, "
-        f"{cfg['rounds']} rounds",
-        ["set", "method", "QPS", "/ raw", f"recall@{cfg['k']}", "recall (ties)"],
+        f"Search, k={cfg['k']}, {cfg['queries']} queries, {cfg['rounds']} rounds",
+        ["set", "batch", "method", "QPS", "/ raw", f"recall@{cfg['k']}", "recall (ties)"],
         rows,
     )
     for n, s in sets.items():
-        for m, met in s["search"]["target_met"].items():
-            print(
-                f"verdict {n} {m}: recall {s['search']['recall'][m]['recall']:.3f}, QPS / raw "
-                f"{s['search']['qps_over_raw'][m]:.2f} (target recall >= {TARGET_RECALL} and "
-                f">= {TARGET_QPS}: {'MET' if met else 'MISSED'})"
-            )
+        for batch, q in s["search"]["by_batch"].items():
+            for m, met in q["target_met"].items():
+                print(
+                    f"verdict {n} {m}: recall {q['recall'][m]['recall']:.3f}, QPS / raw "
+                    f"{q['qps_over_raw'][m]:.2f} [batch {batch} queries per task, "
+                    f"{cfg['queries']} queries, vector pool {cfg['vector_pool']}, "
+                    f"{cfg['vectors'][n]} vectors] (target recall >= {TARGET_RECALL} and "
+                    f">= {TARGET_QPS}: {'MET' if met else 'MISSED'})"
+                )
     stats = lat["latency_ms"]
     cols = ["n", "p50", "p90", "p99", "mean", "max"]
     rows = [[n, *(s[c] for c in cols)] for n, s in stats.items()]
-    title = f"Latency, ms (single-vector search on A vs ping on {cfg['ping_pool']})"
+    title = f"Latency, ms (single-vector search on A vs pings on {cfg['ping_pool']})"
     h.print_table(title, ["side", *cols], rows)
     print(
-        f"verdict: search p50 / ping p50 = {lat['p50_over_ping']:.2f} "
+        f"verdict: search p50 / ping p50 = {lat['p50_over_ping']:.2f} (/ ping_default "
+        f"{lat['p50_over_ping_default']:.2f}) [conveyor.ping (idempotent) on "
+        f"{cfg['ping_pool']}, vector pool {cfg['vector_pool']}, N={cfg['count_latency']}] "
         f"(target <= {TARGET_P50}: {'MET' if lat['target_met'] else 'MISSED'})"
+    )
+    print(
+        f"info: ping_default (bench.ping, claimed) p50 / ping p50 = "
+        f"{lat['ping_default_over_ping']:.2f}"
     )
     loads = ", ".join(f"{t:.3f}" for t in snap["load_s"])
     print(f"\nSnapshot of A: {snap['vectors']} vectors, {snap['bytes'] / 1e6:.1f} MB, written in "
           f"{snap['write_s']:.2f}s; load_snapshot: {loads} s")  # fmt: skip
     print(
         f"verdict: snapshot load median {snap['load_median_s']:.3f}s, min "
-        f"{snap['load_min_s']:.3f}s (target <= {TARGET_LOAD_S}s: "
-        f"{'MET' if snap['target_met'] else 'MISSED'})"
+        f"{snap['load_min_s']:.3f}s [{snap['vectors']} HNSW vectors] (target <= "
+        f"{TARGET_LOAD_S}s: {'MET' if snap['target_met'] else 'MISSED'})"
     )
 
 
@@ -451,7 +501,14 @@ def main(argv: list[str] | None = None) -> int:
     add = parser.add_argument
     add("--count", type=int, default=20_000, help="vectors per set, B: at most the corpus (20000)")
     add("--queries", type=int, default=1000, help="queries per set (1000)")
-    add("--batch", type=int, default=100, help="queries per search task (100)")
+    add(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        help="queries per search task, one QPS measurement per size (100 1000: the "
+        "default batch and the large one earlier verdicts used)",
+    )
     add("-k", type=int, default=10, help="neighbours per query (10)")
     add("--rounds", type=int, default=8, help="timed QPS rounds, order rotating (8)")
     add("--batch-size", type=int, default=5000, help="items per upsert task (5000)")
@@ -463,7 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     add("--block", type=int, default=25, help="latency interleaving block size (25)")
     add("--loads", type=int, default=3, help="snapshot loads timed (3)")
     add("--vector-concurrency", type=int, default=1, help="vector pool (prefork) processes (1)")
-    add("--ping-pool", choices=["prefork", "threads", "solo"], default="threads")
+    add(
+        "--ping-pool",
+        choices=["prefork", "threads", "solo"],
+        default="prefork",
+        help="default pool kind for the pings (prefork: the shipped default pool)",
+    )
     add("--redis-db", type=int, default=5, help="broker db; +1 is the cache (both flushed!) (5)")
     add("--timeout", type=float, default=900.0, help="seconds to wait for one run (900)")
     add("--seed", type=int, default=1, help="data seed (1)")

@@ -1,8 +1,9 @@
 """Task and worker series fed from Celery events, which every pool kind sends (prefork too).
 
 One receiver thread per exporter: task counts by state, run duration, queue wait (from the
-enqueue time conveyor's workers add to task-started), and live workers with their busy
-slots from heartbeats. No pod or hostname label: the pool comes from the node name.
+enqueue time conveyor's workers add to task-started), live workers with their busy slots
+from heartbeats, and the runs workers hold until an ETA (RabbitMQ's `delayed`). No pod or
+hostname label: the pool comes from the node name.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class TaskEvents:
         self.state: Any = State(max_tasks_in_memory=1, max_workers_in_memory=5000)
         self.last_event_at: float | None = None
         self._names: OrderedDict[str, str] = OrderedDict()
+        self._held: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        """Runs a worker received with a future ETA and has not started: (node, ETA)."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,8 +87,10 @@ class TaskEvents:
                 self._names[uuid] = agent
                 while len(self._names) > KNOWN_TASKS:
                     self._names.popitem(last=False)
-            pool = pool_of(str(event.get("hostname", "")))
+            node = str(event.get("hostname", ""))
+            pool = pool_of(node)
             self.tasks.labels(agent, pool, state).inc()
+            self._track_eta(kind, uuid, node, event)
             if kind in ("task-succeeded", "task-failed") and event.get("runtime") is not None:
                 self.duration.labels(agent, pool).observe(float(event["runtime"]))
             if kind == "task-started":
@@ -95,6 +100,29 @@ class TaskEvents:
                     self.queue_wait.labels(agent, pool).observe(max(0.0, started - enqueued))
             if kind in ("task-succeeded", "task-failed", "task-rejected", "task-revoked"):
                 self._names.pop(uuid, None)
+
+    def _track_eta(self, kind: str, uuid: str, node: str, event: dict[str, Any]) -> None:
+        """A run received with a future ETA is held, unacknowledged, until then (a revoked one
+        too: Celery drops it when its ETA comes), unless its worker dies first."""
+        eta = epoch(event.get("eta"))
+        if kind == "task-received" and eta is not None and eta > time.time():
+            self._held[uuid] = (node, eta)
+            while len(self._held) > KNOWN_TASKS:
+                self._held.popitem(last=False)
+
+    def delayed(self) -> dict[str, int]:
+        """Runs held by live workers until a future ETA, per pool. RabbitMQ counts them as
+        unacknowledged like any other; Redis tells them apart itself (their `eta` header)."""
+        now, out = time.time(), dict[str, int]()
+        with self._lock:
+            for uuid, (node, eta) in list(self._held.items()):
+                worker = self.state.workers.get(node)
+                if eta <= now or (worker is not None and not worker.alive):
+                    del self._held[uuid]
+                    continue
+                pool = pool_of(node)
+                out[pool] = out.get(pool, 0) + 1
+        return out
 
     def workers(self) -> dict[str, tuple[int, int]]:
         """(live workers, busy slots) per pool, from heartbeats."""

@@ -38,23 +38,46 @@ StartResponse = Callable[..., Any]
 
 class PoolView:
     """Queue state, live workers and desired replicas of every pool, from one reading;
-    `workers` gives (live workers, busy slots) per pool."""
+    `workers` gives (live workers, busy slots) per pool, `delayed` the runs workers hold until
+    an ETA per pool (from events), which on RabbitMQ move from reserved to delayed."""
 
     def __init__(
         self,
         app: ConveyorApp,
         reader: QueueReader,
         workers: Callable[[], dict[str, tuple[int, int]]] = dict,
+        delayed: Callable[[], dict[str, int]] | None = None,
     ) -> None:
-        self.app, self.reader, self.workers = app, reader, workers
+        self.app, self.reader, self.workers, self.delayed = app, reader, workers, delayed
 
     def read(self) -> tuple[list[QueueState], dict[str, tuple[int, int]], list[ScaleDecision]]:
         states, workers = self.reader.read(), self.workers()
+        if self.delayed is not None and not self.app.uses_redis:
+            states = with_delayed(self.app, states, self.delayed())
         decisions = [
             desired_replicas(pool, states, workers.get(name, (0, 0))[0])
             for name, pool in sorted(self.app.settings.pools.items())
         ]
         return states, workers, decisions
+
+
+def with_delayed(
+    app: ConveyorApp, states: list[QueueState], delayed: dict[str, int]
+) -> list[QueueState]:
+    """RabbitMQ states with each pool's held ETA runs moved from reserved to delayed, on the
+    pool's own queue (events do not say which of its queues a run came from)."""
+    prefix = app.settings.queue_prefix
+    out = []
+    for state in states:
+        held = (
+            delayed.get(state.pool, 0)
+            if state.queue == app.settings.pool(state.pool).queue(prefix)
+            else 0
+        )
+        out.append(
+            state.model_copy(update={"delayed": held, "reserved": max(0, state.reserved - held)})
+        )
+    return out
 
 
 class QueueCollector(Collector):
@@ -131,7 +154,11 @@ class Exporter:
         """Everything but the queue and pool gauges, rendered by prometheus_client."""
         self.events = TaskEvents(app, self._others) if events else None
         self.reader = QueueReader(app, ttl=ttl)
-        self.view = PoolView(app, self.reader, self.events.workers if self.events else dict)
+        self.view = (
+            PoolView(app, self.reader, self.events.workers, self.events.delayed)
+            if self.events
+            else PoolView(app, self.reader)
+        )
         self.queues = QueueCollector(self.view)
         self._others.register(BeatCollector(app.settings, ttl=max(ttl, BEAT_TTL)))
         self._others.register(DeadLetterCollector(app.settings, ttl=max(ttl, DLQ_TTL)))

@@ -20,6 +20,8 @@ from conveyor.models.db import engine_for
 LEDGER = "faults.ledger"
 IDEMPOTENT = "faults.idempotent"
 FLAKY = "faults.flaky"
+HOLD_LIMIT = 300.0
+HOLD_POLL = 0.02
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS fault_executions (
@@ -77,15 +79,32 @@ def _mark_started() -> None:
         )
 
 
+def _hold(path: str) -> None:
+    """Wait until the file `path` exists: a test creates it once its fault has begun, so
+    whatever the run does next meets the fault. At most HOLD_LIMIT seconds, so a test that
+    failed before releasing leaves no run waiting for ever."""
+    deadline = time.monotonic() + HOLD_LIMIT
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(HOLD_POLL)
+
+
 @agent(name=LEDGER)
-def ledger(tag: int, seconds: float = 0.0, after: float = 0.0) -> int:
+def ledger(
+    tag: int, seconds: float = 0.0, after: float = 0.0, hold: str = "", hold_before: str = ""
+) -> int:
     """Not idempotent: works `seconds`, writes one ledger row through effect_once, then works
-    `after` more seconds (a fault there hits a run whose effect is committed). Returns the
-    ledger row's id."""
+    `after` more seconds (a fault there hits a run whose effect is committed) and, given a
+    `hold` file, waits until the test creates it (then the fault surely meets the run after
+    its effect); `hold_before` waits the same way before the effect. Returns the ledger
+    row's id."""
     _mark_started()
     time.sleep(seconds)
+    if hold_before:
+        _hold(hold_before)
     row = _write_ledger(tag)
     time.sleep(after)
+    if hold:
+        _hold(hold)
     return row
 
 

@@ -9,6 +9,7 @@ happened once. Every wait here is bounded in time and stops by itself.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -118,10 +119,17 @@ def submit_workload(
     agent: str = agents.LEDGER,
     seconds: float = 0.0,
     after: float = 0.0,
+    hold: Path | None = None,
+    hold_before: Path | None = None,
     keyed: bool = False,
 ) -> list[str]:
-    """Submit n runs tagged 0..n-1; `keyed` gives each its own idempotency key."""
-    payloads = [{"tag": i, "seconds": seconds, "after": after} for i in range(n)]
+    """Submit n runs tagged 0..n-1; `keyed` gives each its own idempotency key, and `hold`
+    (`hold_before`) makes each ledger run wait after (before) its effect until that file
+    exists (see `release`)."""
+    held = {"hold": str(hold)} if hold is not None else {}
+    if hold_before is not None:
+        held["hold_before"] = str(hold_before)
+    payloads = [{"tag": i, "seconds": seconds, "after": after, **held} for i in range(n)]
     keys = [f"{fenv.prefix}{agent}-{i}" for i in range(n)] if keyed else None
     with Client(fenv.app) as client:
         return client.submit_many(agent, payloads, idempotency_keys=keys)
@@ -207,6 +215,28 @@ def wait_effects(fenv: FaultEnv, run_ids: Sequence[str], timeout: float = 60) ->
     while len(_effects(fenv, run_ids)) < len(set(run_ids)):
         if time.monotonic() > deadline:
             raise AssertionError(f"effects not all committed after {timeout}s")
+        time.sleep(POLL)
+
+
+def release(hold: Path) -> None:
+    """Let the runs waiting on `hold` go on (tests.faults.agents.ledger's `hold`)."""
+    hold.touch()
+
+
+def wait_logged(fenv: FaultEnv, patterns: Iterable[str], timeout: float = 60) -> None:
+    """Return once the workers' logs have a line matching each of the regular expressions
+    `patterns`: for what a worker does but does not record, such as retrying a write while
+    the database is down."""
+    wanted = [re.compile(p, re.MULTILINE) for p in patterns]
+
+    def missing() -> list[str]:
+        logs = "".join(w.log.read_text(errors="replace") for w in fenv.workers)
+        return [p.pattern for p in wanted if not p.search(logs)]
+
+    deadline = time.monotonic() + timeout
+    while not_yet := missing():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not logged after {timeout}s: {not_yet}\n" + fenv.worker_logs())
         time.sleep(POLL)
 
 

@@ -8,10 +8,11 @@ proves the worker kept consuming afterwards, with a batch submitted after the fa
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -26,11 +27,13 @@ from tests.faults.harness import (
     LedgerReport,
     assert_ledger,
     make_fault_env,
+    release,
     start_worker,
     started,
     submit_workload,
     wait_effects,
     wait_final,
+    wait_logged,
 )
 from tests.faults.servers import (
     MissingServer,
@@ -50,9 +53,6 @@ BLACKHOLE = 8.0
 SUBMIT_BOUND = 30.0
 """A submit into a dead network fails within this (socket and connect timeouts times
 Celery's publish retries), where TCP alone would wait minutes."""
-AFTER_EFFECT = 1.0
-"""Seconds a run works after its effect committed: PostgreSQL goes down meanwhile, so the
-run's outcome meets the outage, and the queued runs' claims too."""
 
 
 def _running(server_type: Callable[[Path], S], root: Path) -> Iterator[S]:
@@ -85,7 +85,7 @@ def private_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitS
     yield from _running(RabbitServer, tmp_path_factory.mktemp("rabbitmq"))
 
 
-def _busy_worker(fenv: FaultEnv, n: int, *, concurrency: int = 2, **workload: float) -> list[str]:
+def _busy_worker(fenv: FaultEnv, n: int, *, concurrency: int = 2, **workload: Any) -> list[str]:
     """A worker and a workload of n runs, returned once two of them are executing."""
     start_worker(fenv, concurrency=concurrency)
     ids = submit_workload(fenv, n, **workload)
@@ -139,42 +139,75 @@ def _submit_fails_cleanly(fenv: FaultEnv, ids: list[str]) -> None:
     assert sum(rows.values()) == len(ids), f"the failed submit left a run row: {rows}"
 
 
+def _outcome_retried(run_id: str, retry: int) -> str:
+    """A worker's log line: recording the outcome of `run_id` failed for the `retry`th time
+    and will be retried (a prefork child records its own runs one at a time)."""
+    return (
+        rf"recording 1 run outcome\(s\), first {re.escape(run_id)} failed \(.*; retry {retry} in "
+    )
+
+
+def _outcome_given_up(run_id: str) -> str:
+    """A worker's log line: it gave up recording the outcome of `run_id`."""
+    return rf"giving up recording 1 run outcome\(s\), first {re.escape(run_id)} after "
+
+
 def test_postgres_restart_mid_run(
-    private_redis: RedisServer, private_postgres: PostgresServer, fault_logs: Path
+    private_redis: RedisServer, private_postgres: PostgresServer, fault_logs: Path, tmp_path: Path
 ) -> None:
-    """PostgreSQL goes down while runs wait to record their outcome and others to claim
-    their start: the worker retries both and every result lands once it is back."""
+    """PostgreSQL goes down while two runs that committed their effect wait to return: they
+    go on only once it is down, so their outcomes surely meet the outage, and it comes back
+    only once the worker has failed to record each outcome three times (about 0.7 s of
+    retrying). The worker rides the outage out: every result lands, and no run is handed back
+    and run again."""
     fenv = make_fault_env(private_redis.url, private_postgres.url, fault_logs)
+    hold = tmp_path / "postgres-down"
     try:
-        ids = _busy_worker(fenv, 8, after=AFTER_EFFECT)
-        wait_effects(fenv, list(started(fenv, ids)))
-        private_postgres.restart(down_for=AFTER_EFFECT + 0.5)
-        _finish(fenv, ids)
+        ids = _busy_worker(fenv, 8, hold=hold)
+        held = list(started(fenv, ids))
+        wait_effects(fenv, held)
+        private_postgres.stop()
+        try:
+            release(hold)
+            wait_logged(fenv, [_outcome_retried(run_id, 3) for run_id in held])
+        finally:  # the next test uses the server too: up again, no dead pooled sessions
+            private_postgres.start()
+            fenv.engine.dispose()
+        report = _finish(fenv, ids)
+        assert not report.reexecuted, "the worker handed runs back instead of retrying"
     finally:
         fenv.close()
 
 
 def test_postgres_down_past_the_retry_budget(
-    private_redis: RedisServer, private_postgres: PostgresServer, fault_logs: Path
+    private_redis: RedisServer, private_postgres: PostgresServer, fault_logs: Path, tmp_path: Path
 ) -> None:
     """With a 1 s budget and PostgreSQL down for longer, the worker gives up recording and
     hands the messages back unacknowledged: they run again once it is back, effects once. A
-    submit meanwhile is published and returns its id; the worker records the run later."""
+    submit meanwhile is published and returns its id; the worker records the run later.
+
+    The two runs that committed their effect go on only once PostgreSQL is down, and it comes
+    back only once the worker has given up on both of them."""
     fenv = make_fault_env(
         private_redis.url, private_postgres.url, fault_logs, record_retry_seconds="1"
     )
+    hold = tmp_path / "postgres-down"
     try:
-        ids = _busy_worker(fenv, 4, after=AFTER_EFFECT)
-        wait_effects(fenv, list(started(fenv, ids)))
+        ids = _busy_worker(fenv, 4, hold=hold)
+        held = list(started(fenv, ids))
+        wait_effects(fenv, held)
         with Client(fenv.app) as client:
             ids.append(client.submit(LEDGER, {"tag": 50}))  # a producer already listening
             private_postgres.stop()
-            down_at = time.monotonic()
-            ids.append(client.submit(LEDGER, {"tag": 51}))  # published; its worker records it
-            time.sleep(max(0.0, AFTER_EFFECT + 2.5 - (time.monotonic() - down_at)))
-            private_postgres.start()
+            try:
+                ids.append(client.submit(LEDGER, {"tag": 51}))  # published; recorded later
+                release(hold)
+                wait_logged(fenv, map(_outcome_given_up, held))
+            finally:
+                private_postgres.start()
+                fenv.engine.dispose()
         report = _finish(fenv, ids)
-        assert report.reexecuted, "no run was handed back and run again"
+        assert set(held) <= set(report.reexecuted), "the runs given up on did not run again"
     finally:
         fenv.close()
 

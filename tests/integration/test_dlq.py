@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -262,26 +261,52 @@ def _add_letter(app: ConveyorApp) -> tuple[int, NewDeadLetter]:
     return entry_id, letter
 
 
+def _blocked_on_a_letter(app: ConveyorApp) -> bool:
+    """Whether a session of this database waits on another's lock in an UPDATE of
+    dead_letters: the second replay, queued behind the first one's row lock."""
+    with app.dead_letters.engine.connect() as conn:
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND cardinality(pg_blocking_pids(pid)) > 0 AND query ILIKE 'UPDATE dead_letters%'"
+        )
+        return bool(conn.execute(query).scalar())
+
+
 def test_concurrent_replays_of_one_entry_publish_once(redis_app: ConveyorApp) -> None:
+    """The race is forced: the first replay publishes inside its transaction and does not
+    commit until the second replay has either returned or is waiting on the first one's
+    row lock. So the second always arrives while the entry is taken but not yet committed,
+    and must still publish nothing."""
     store = redis_app.dead_letters
     entry_id, letter = _add_letter(redis_app)
     assert store.add(letter) is None  # one pending entry per run
     published: list[int] = []
     inside = threading.Event()
+    met: list[str] = []
+    second: Future[ReplayOutcome] | None = None
 
-    def slow_publish(entry: DeadLetterEntry) -> None:
-        inside.set()
-        time.sleep(0.5)  # holds the transaction open while the other replay arrives
+    def publish_when_the_second_has_arrived(entry: DeadLetterEntry) -> None:
         published.append(entry.id)
+        if inside.is_set():
+            return  # a second publish: the test fails on `published`
+        inside.set()
+        wait_until(
+            lambda: second is not None and (second.done() or _blocked_on_a_letter(redis_app)),
+            TIMEOUT,
+            "the second replay to wait on the first one's transaction, or to return",
+        )
+        assert second is not None
+        met.append("returned" if second.done() else "blocked")
 
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(store.replay, entry_id, slow_publish)
-        inside.wait(10)
-        second = pool.submit(store.replay, entry_id, slow_publish)
-        outcomes = sorted([first.result(), second.result()])
-    assert outcomes == [ReplayOutcome.ALREADY_REPLAYED, ReplayOutcome.REPLAYED]
+        first = pool.submit(store.replay, entry_id, publish_when_the_second_has_arrived)
+        assert inside.wait(TIMEOUT), "the first replay never published"
+        second = pool.submit(store.replay, entry_id, publish_when_the_second_has_arrived)
+        outcomes = [first.result(), second.result()]
+    assert met == ["blocked"], "the second replay did not wait for the first one's commit"
+    assert outcomes == [ReplayOutcome.REPLAYED, ReplayOutcome.ALREADY_REPLAYED]
     assert published == [entry_id]
-    assert store.replay(987654321, slow_publish) is ReplayOutcome.UNKNOWN
+    assert store.replay(987654321, publish_when_the_second_has_arrived) is ReplayOutcome.UNKNOWN
 
 
 def _dead_run(client: Client) -> DeadLetterEntry:

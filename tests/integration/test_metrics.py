@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,29 @@ def test_redis_backlog_counts_every_priority_and_the_oldest_age(app: ConveyorApp
     assert 0 < default.oldest_age_seconds <= time.time() - started + 1
     assert default.pool == "default" and default.reserved_source == "redis"
     assert states[f"{prefix}memory"].ready == 0 and states["celery"].pool == "default"
+
+
+def test_redis_oldest_age_is_the_oldest_message_of_every_priority_sub_list(
+    app: ConveyorApp,
+) -> None:
+    """Each kombu level's list holds an older and a newer message; the oldest of all sits at
+    the tail of a middle level. The age is exact, not a bound."""
+    now = time.time()
+    queue = f"{app.settings.queue_prefix}default"
+    ages = {0: (10.0, 5.0), 3: (50.0, 2.0), 9: (20.0, 1.0)}
+    published = sorted(((age, level) for level, pair in ages.items() for age in pair), reverse=True)
+    for age, level in published:
+        stamp = datetime.fromtimestamp(now - age, UTC).isoformat()
+        app.send_task(
+            "tests.add",
+            kwargs={"a": 1, "b": 2},
+            queue=queue,
+            priority=level,
+            headers={"conveyor_enqueued_at": stamp},
+        )
+    state = next(s for s in QueueReader(app).read() if s.queue == queue)
+    assert state.ready == 6
+    assert state.oldest_age_seconds == pytest.approx(time.time() - (now - 50.0), abs=0.5)
 
 
 def test_exporter_status_and_scale_agree_on_the_backlog(
@@ -222,6 +246,55 @@ def test_rabbitmq_ready_by_passive_declare_and_unacked_by_the_management_api(
     try:
         wait_until(lambda: state().reserved == 1, 30, "the sleep unacknowledged")
         assert state().ready == 11, "the three priority-9 adds ran first, then the sleep"
+    finally:
+        worker.proc.kill()
+        worker.stop()
+
+
+def test_rabbitmq_head_age_is_exact_and_countdowns_are_delayed(
+    amqp_app: ConveyorApp, log_dir: Path
+) -> None:
+    """The head message's age from its timestamp (RabbitMQ delivers a priority queue's most
+    urgent level first, and reports that level's head, so the messages share one priority);
+    runs a worker holds until their ETA are `delayed`, from Celery events, not `reserved`."""
+    prefix = amqp_app.settings.queue_prefix
+    now = time.time()
+    for age in (100, 50, 10):
+        amqp_app.send_task(
+            "tests.add", kwargs={"a": age, "b": 0}, queue=f"{prefix}analytics",
+            timestamp=int(now - age),
+            headers={"conveyor_enqueued_at": datetime.fromtimestamp(now - age, UTC).isoformat()},
+        )  # fmt: skip
+    reader = QueueReader(amqp_app, ttl=0)
+
+    def state(queue: str) -> Any:
+        return next(s for s in reader.read() if s.queue == f"{prefix}{queue}")
+
+    wait_until(lambda: state("analytics").oldest_age_seconds > 0, 30, "the head's timestamp")
+    expected = time.time() - int(now - 100)
+    assert state("analytics").oldest_age_seconds == pytest.approx(expected, abs=1.0)
+
+    env = service_env(
+        str(amqp_app.settings.broker_url), str(amqp_app.settings.database_url), prefix
+    )
+    worker = WorkerProcess(amqp_app, env, "default", log_dir, concurrency=1).wait_ready()
+    exporter = Exporter(amqp_app, ttl=0)
+    try:
+        with serve(exporter, "127.0.0.1", 0) as server, Client(amqp_app) as client:
+            for _ in range(2):
+                client.submit("tests.add", {"a": 1, "b": 2}, countdown=600)
+            running = client.submit("tests.sleep", {"seconds": 60})
+            wait_until(lambda: client.get(running).status.value == "started", 30, "the sleep")
+            labels = frozenset({("queue", f"{prefix}default"), ("pool", "default")})
+
+            def held() -> tuple[float, float, float]:
+                body = _get(f"http://127.0.0.1:{server.server_port}/metrics")[1].decode()
+                found = _samples(body)
+                return tuple(  # type: ignore[return-value]
+                    found[(f"conveyor_queue_{n}", labels)] for n in ("ready", "reserved", "delayed")
+                )
+
+            wait_until(lambda: held() == (0, 1, 2), 30, "one reserved run and two delayed ones")
     finally:
         worker.proc.kill()
         worker.stop()

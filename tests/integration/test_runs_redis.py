@@ -11,6 +11,7 @@ import redis
 from celery.result import AsyncResult
 
 from conveyor import Client, ConveyorApp, InvalidInput, RunStatus, UnknownAgent
+from conveyor.metrics.queues import QueueReader
 
 
 def test_ping_round_trip_is_recorded(client: Client) -> None:
@@ -100,6 +101,37 @@ def test_idempotency_key_returns_the_first_run_and_runs_once(client: Client) -> 
     assert client.result(first, timeout=30) == 1
     third = client.submit("tests.effect", {"key": key}, idempotency_key=key)
     assert third == first
+
+
+def test_a_duplicate_submit_publishes_one_message_and_records_it_queued(client: Client) -> None:
+    """Counted on the broker, in a pool no worker of this session consumes; the run is
+    recorded `queued` at submit, before any worker has seen it."""
+    key = f"dup:{uuid.uuid4()}"
+    tag = uuid.uuid4().hex
+    queue = f"{client.app.settings.queue_prefix}analytics"
+    ids = {
+        client.submit("tests.echo.analytics", {"tag": tag}, idempotency_key=key) for _ in range(3)
+    }
+    ids |= set(
+        client.submit_many("tests.echo.analytics", [{"tag": tag}] * 2, idempotency_keys=[key, key])
+    )
+    unkeyed = client.submit("tests.echo.analytics", {"tag": tag})
+    try:
+        assert len(ids) == 1
+        waiting = {s.queue: s.ready for s in QueueReader(client.app).read()}
+        assert waiting[queue] == 2, "one message per run: the keyed one and the unkeyed one"
+        for run_id in (*ids, unkeyed):
+            run = client.get(run_id)
+            assert run is not None and run.status is RunStatus.QUEUED
+            assert (run.agent, run.queue, run.input) == (
+                "tests.echo.analytics",
+                queue,
+                {"tag": tag},
+            )
+            assert run.enqueued_at is not None and run.started_at is None
+    finally:
+        with client.app.connection_for_write() as conn:
+            client.app.amqp.queues[queue](conn.default_channel).purge()
 
 
 def test_async_agents_share_one_loop_per_worker_process(client: Client) -> None:

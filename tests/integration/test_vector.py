@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import celery
 import numpy as np
@@ -87,6 +88,53 @@ def test_writes_through_one_worker_are_read_through_the_other(vclient: Client, n
         vclient.get(r).worker for r in upsert_runs
     }
     assert len(served) == 2, f"both workers took part: {served}"
+
+
+def _search_on_both_workers(
+    vclient: Client, name: str, query: np.ndarray, min_seq: int
+) -> list[dict[str, Any]]:
+    """Results of one query from each of the two vector workers (both hold a replica)."""
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(20):
+        runs = [
+            vclient.vector.search_async(name, [query.tolist()], k=3, min_seq=min_seq)
+            for _ in range(4)
+        ]
+        for run_id in runs:
+            result = vclient.result(run_id, timeout=60)
+            results.setdefault(str(vclient.get(run_id).worker), result)  # type: ignore[union-attr]
+        if len(results) == 2:
+            return list(results.values())
+    raise AssertionError(f"only {sorted(results)} served the searches")
+
+
+def test_a_rewrite_or_delete_of_an_existing_id_is_seen_by_every_worker(
+    vclient: Client, name: str
+) -> None:
+    """Both workers load the collection, then an existing id is rewritten and another deleted:
+    each worker's replica must catch up on both (they travel as new seqs of old rows)."""
+    rng = np.random.default_rng(3)
+    vectors = {f"i{n}": rng.normal(size=8).astype(np.float32) for n in range(30)}
+    vclient.vector.create_collection(name, dim=8, index="flat")
+    first = vclient.vector.upsert(
+        name, [{"id": i, "vector": v.tolist()} for i, v in vectors.items()]
+    )
+    target = vectors["i5"]
+    for result in _search_on_both_workers(vclient, name, target, first.seq):
+        assert result["ids"][0][0] == "i5"
+
+    away = -target
+    rewritten = vclient.vector.upsert(name, [{"id": "i5", "vector": away.tolist()}])
+    for result in _search_on_both_workers(vclient, name, target, rewritten.seq):
+        assert result["ids"][0][0] != "i5", "the rewritten vector no longer matches"
+    for result in _search_on_both_workers(vclient, name, away, rewritten.seq):
+        assert result["ids"][0][0] == "i5"
+
+    runner_up = _exact({k: v for k, v in vectors.items() if k != "i5"}, target, 1)[0]
+    deleted = vclient.vector.delete(name, [runner_up])
+    assert deleted.deleted == 1
+    for result in _search_on_both_workers(vclient, name, target, deleted.seq):
+        assert runner_up not in result["ids"][0]
 
 
 def test_texts_are_embedded_and_found_by_text_with_filters(vclient: Client, name: str) -> None:

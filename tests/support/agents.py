@@ -8,6 +8,7 @@ import threading
 import time
 
 import redis
+from celery import current_task
 from pydantic import BaseModel
 
 from conveyor import TransientError, agent, current_run
@@ -119,8 +120,10 @@ def big(size: int) -> str:
 
 
 @agent(name="tests.tick", idempotent=True, retries=0)
-def tick() -> None:
-    """Sent by `conveyor beat` in the leader test; its runs' enqueued_at are the ticks."""
+def tick() -> str | None:
+    """Sent by `conveyor beat` in the leader test; its runs' enqueued_at are the ticks, and
+    each returns its message's origin (`gen<pid>@<host>`): which beat process sent it."""
+    return current_task.request.origin
 
 
 @agent(name="tests.until_flag", retries=1, retry_backoff=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -59,3 +60,33 @@ def test_enqueue_time_comes_from_the_header_or_first_sight() -> None:
     assert enqueue_time(b"id:b", seen, now=250.0) == 100.0
     assert enqueue_time(b"id:", seen, now=1.0) is None
     assert enqueue_time(None, seen, now=1.0) is None
+
+
+def test_runs_held_until_a_future_eta_are_delayed_until_it_passes_or_their_worker_dies() -> None:
+    events = TaskEvents(app=None, registry=CollectorRegistry())  # type: ignore[arg-type]
+    now = time.time()
+    iso = datetime.fromtimestamp
+    beat = {"type": "worker-heartbeat", "freq": 2.0, "active": 0, "timestamp": now,
+            "local_received": now}  # fmt: skip
+    for node in ("default.a@box", "memory.b@box"):
+        events.handle({**beat, "hostname": node})
+    feed = [
+        ("1", "default.a@box", now + 600),
+        ("2", "default.a@box", now + 600),
+        ("3", "memory.b@box", now + 600),
+        ("4", "default.a@box", now - 1),
+        ("5", "default.a@box", None),
+    ]
+    for uuid, node, eta in feed:
+        event = {"type": "task-received", "uuid": uuid, "name": "t", "hostname": node}
+        events.handle(event | ({"eta": iso(eta, UTC).isoformat()} if eta else {}))
+    assert events.delayed() == {"default": 2, "memory": 1}
+    events.handle({**beat, "type": "worker-offline", "hostname": "memory.b@box"})
+    assert events.delayed() == {"default": 2}, "a dead worker's held runs go back to the queue"
+    events.handle({"type": "task-received", "uuid": "6", "name": "t", "hostname": "default.a@box",
+                   "eta": iso(now + 0.2, UTC).isoformat()})  # fmt: skip
+    assert events.delayed() == {"default": 3}
+    deadline = time.monotonic() + 5
+    while events.delayed() != {"default": 2}:
+        assert time.monotonic() < deadline, "a held run stops being delayed once its ETA passes"
+        time.sleep(0.05)
