@@ -281,6 +281,14 @@ def test_rabbitmq_head_age_is_exact_and_countdowns_are_delayed(
     exporter = Exporter(amqp_app, ttl=0)
     try:
         with serve(exporter, "127.0.0.1", 0) as server, Client(amqp_app) as client:
+            assert exporter.events is not None
+            events = exporter.events
+            wait_until(
+                lambda: events.last_event_at is not None,
+                60,
+                "the exporter's event receiver to hear a worker (events are not kept: one it "
+                "missed, it never sees)",
+            )
             for _ in range(2):
                 client.submit("tests.add", {"a": 1, "b": 2}, countdown=600)
             running = client.submit("tests.sleep", {"seconds": 60})
@@ -294,7 +302,7 @@ def test_rabbitmq_head_age_is_exact_and_countdowns_are_delayed(
                     found[(f"conveyor_queue_{n}", labels)] for n in ("ready", "reserved", "delayed")
                 )
 
-            wait_until(lambda: held() == (0, 1, 2), 30, "one reserved run and two delayed ones")
+            wait_until(lambda: held() == (0, 1, 2), 60, "one reserved run and two delayed ones")
     finally:
         worker.proc.kill()
         worker.stop()
