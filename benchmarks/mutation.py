@@ -1,4 +1,4 @@
-"""Mutation testing of the modules that carry conveyor's promises (issue 17), with mutmut 3.
+r"""Mutation testing of the modules that carry conveyor's promises (issue 17), with mutmut 3.
 
 Not a CI step: a measure, reported in benchmarks/README.md ("## mutation.py").
 
@@ -29,7 +29,7 @@ checkout itself is never written):
    WORKDIR prints a diff).
 
 A mutant counts as killed when one of its tests fails (a test that hangs fails on pytest's
---timeout). mutmut mutates function bodies only: the SQL texts of conveyor/models/statements.py
+--timeout). mutmut mutates function bodies only: the SQL texts of conveyor/runs/statements.py
 are module constants, so it makes no mutant of them. Modules whose mutants all reach workers
 are measured on a fixed random sample of them (Module.sample, SEED). mutmut forgets its
 results when the test selection changes (new test files), hence --survivors-from and --before
@@ -109,16 +109,16 @@ MODULES: dict[str, list[Module]] = {
         ),
         Module(
             "repository",
-            "conveyor/models/repository.py",
+            "conveyor/runs/repository.py",
             ("*",),
             ("tests/integration/test_run_storage.py", RUN_GUARDS),
             (RUNS_REDIS,),
             sample=100,
         ),
         Module(
-            "claim (execution._claim)",
-            "conveyor/workers/execution.py",
-            ("x__claim",),
+            "claim (steps.claim_run)",
+            "conveyor/workers/steps.py",
+            ("x_claim_run",),
             (RUN_GUARDS, "tests/unit/test_claim.py"),
             (RUNS_REDIS,),
         ),

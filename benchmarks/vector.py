@@ -7,7 +7,7 @@ gets cpu_count // concurrency threads) and `--pool default` (--ping-pool, defaul
 the shipped default pool) for conveyor.ping and bench.ping.
 
 Data, --count 384-dim float32 vectors per set, L2-normalised, loaded through Celery with
-client.vector.upsert in batches of --batch-size (--inflight runs in flight) into HNSW
+client.vector.upsert_async in batches of --batch-size (--inflight runs in flight) into HNSW
 collections (cosine); the first vector.stats afterwards builds the worker's replica:
   A  synthetic: --centres Gaussian centres (seeded), points = centre + --spread noise;
      queries: --queries held-out points drawn from the same centres

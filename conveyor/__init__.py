@@ -26,8 +26,8 @@ from conveyor.errors import (
     TransientError,
     UnknownAgent,
 )
-from conveyor.models.repository import Run
-from conveyor.models.runs import RunStatus
+from conveyor.runs.records import Run
+from conveyor.runs.status import RunStatus
 from conveyor.workers.pools import Pool
 
 __all__ = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,15 +21,16 @@ from conveyor.config import Settings, load_settings
 from conveyor.dlq.store import DeadLetterStore
 from conveyor.embedded import Embedded
 from conveyor.errors import ConfigError
+from conveyor.forksafe import ProcessLocal
 from conveyor.models.db import engine_for
 from conveyor.models.migrate import upgrade
-from conveyor.models.repository import RunRepository
 from conveyor.outages import is_tcp_redis, outage_config, redis_transport_options
 from conveyor.results import OVERRIDES as RESULT_BACKEND_OVERRIDES
+from conveyor.runs.headers import HEADER_ENQUEUED_AT
+from conveyor.runs.repository import RunRepository
+from conveyor.runs.visibility import DEFAULT_VISIBILITY_TIMEOUT, redelivery_options
 from conveyor.signing import enable_signing, signing_config
 from conveyor.tls import database_url_with_tls, tls_celery_config, warn_if_insecure
-from conveyor.visibility import DEFAULT_VISIBILITY_TIMEOUT, redelivery_options
-from conveyor.workers.execution import HEADER_ENQUEUED_AT
 from conveyor.workers.pools import CATCH_ALL_QUEUE
 from conveyor.workers.recorder import RunRecorder
 
@@ -70,18 +70,16 @@ class ConveyorApp(Celery):
         self.embedded = embedded
         self.pool_name: str | None = None
         """The pool this process works for, when it is a worker."""
-        self._store: tuple[int, RunRepository, RunRecorder] | None = None
-        self._lock = threading.Lock()
+        self._store = ProcessLocal(self._open_run_store)
+
+    def _open_run_store(self) -> tuple[RunRepository, RunRecorder]:
+        assert self.settings.database_url is not None
+        runs = RunRepository(engine_for(self.settings.database_url))
+        return runs, RunRecorder(runs, self.settings.record_retry_seconds)
 
     def _run_store(self) -> tuple[RunRepository, RunRecorder]:
         """This process's repository and recorder; a forked child builds its own."""
-        with self._lock:
-            if self._store is None or self._store[0] != os.getpid():
-                assert self.settings.database_url is not None
-                runs = RunRepository(engine_for(self.settings.database_url))
-                recorder = RunRecorder(runs, self.settings.record_retry_seconds)
-                self._store = (os.getpid(), runs, recorder)
-            return self._store[1], self._store[2]
+        return self._store.get()
 
     @property
     def validation_context(self) -> dict[str, Any]:
@@ -231,7 +229,7 @@ def check_config(config: dict[str, Any], settings: Settings, agents: Registry) -
 
 def create_app(settings: Settings | None = None) -> ConveyorApp:
     """Build the Celery app: resolve services, load agents, configure, bind agents as tasks."""
-    from conveyor.workers.execution import bind_agent
+    from conveyor.workers.task import bind_agent
 
     given = settings or load_settings()
     settings = resolve_services(given)

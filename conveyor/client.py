@@ -2,37 +2,29 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
 from celery import chain, chord, group
 from celery.canvas import Signature
 from kombu.exceptions import OperationalError as BrokerError
 
 from conveyor.app import ConveyorApp, create_app
 from conveyor.config import Settings
-from conveyor.errors import InvalidInput, RunFailed, RunTimeout, ServiceUnavailable
-from conveyor.models.repository import NewRun, Run
-from conveyor.models.runs import FINAL_STATUSES, RunStatus
-from conveyor.models.statements import NOTIFY_CHANNEL
-from conveyor.visibility import check_countdown
-from conveyor.workers.execution import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
+from conveyor.errors import InvalidInput, RunFailed, ServiceUnavailable
+from conveyor.runs.headers import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
+from conveyor.runs.records import NewRun, Run
+from conveyor.runs.status import RunStatus
+from conveyor.runs.visibility import check_countdown
+from conveyor.runs.waiter import Progress, Waiter
 
 if TYPE_CHECKING:
     from conveyor.memory.api import MemoryAPI
     from conveyor.vector.api import VectorAPI
-
-_FINAL = {s.value for s in FINAL_STATUSES}
-_ROW_PREFIX = '{"id":"'
-"""How a notification that carries a whole row starts (row_to_json, id first)."""
-Progress = Callable[[int], None]
 
 
 def _isoformat(moment: datetime | None) -> str | None:
@@ -58,18 +50,14 @@ def _check_message_size(agent: str, payload: dict[str, Any], limit: int) -> None
 class Client:
     """The Python entry point to conveyor.
 
-    `wait()` does not poll: it LISTENs on PostgreSQL, where every final state change is
-    committed together with a NOTIFY, then reads the run. PostgreSQL stays the one truth.
+    `wait()` does not poll: its waiter LISTENs on PostgreSQL, where every final state change
+    is committed together with a NOTIFY (conveyor.runs.waiter).
     """
 
     def __init__(self, app: ConveyorApp | None = None, settings: Settings | None = None) -> None:
         self.app = app or create_app(settings)
         self.runs = self.app.runs
-        self._listener: psycopg.Connection[Any] | None = None
-        self._listen_lock = threading.Lock()
-        self._fresh: set[str] = set()
-        self._finished: dict[str, Run | None] = {}
-        self._parts: dict[str, list[str]] = {}
+        self.waiter = Waiter(self.runs, str(self.app.settings.database_url))
 
     @cached_property
     def memory(self) -> MemoryAPI:
@@ -92,9 +80,7 @@ class Client:
         return VectorAPI(self)
 
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        self.waiter.close()
 
     def __enter__(self) -> Client:
         return self
@@ -153,7 +139,7 @@ class Client:
             check_countdown(self.app, spec, countdown)
         queue = self.app.agent_queue(spec)
         wire_priority = self.app.broker_priority(priority) if priority is not None else None
-        self._listen()
+        self.waiter.listen()
         ids: list[str] = []
         for start in range(0, len(items), chunk_size):
             now = datetime.now(UTC)
@@ -195,7 +181,7 @@ class Client:
             except BrokerError as exc:
                 raise ServiceUnavailable(f"broker unreachable: {exc}") from exc
             ids.extend(owners[r.id] for r in batch)
-            self._fresh.update(r.id for r in batch if owners[r.id] == r.id)
+            self.waiter.published(r.id for r in batch if owners[r.id] == r.id)
             if on_progress is not None:
                 on_progress(len(batch))
         return ids
@@ -212,22 +198,6 @@ class Client:
         self.app.control.revoke(run_id, terminate=terminate)
         return self.runs.cancel(run_id)
 
-    def _listen(self) -> psycopg.Connection[Any]:
-        """The LISTEN connection, opened before the first publish so no notification is missed."""
-        with self._listen_lock:
-            if self._listener is None or self._listener.closed:
-                url = str(self.app.settings.database_url).replace("+psycopg", "")
-                try:
-                    self._listener = psycopg.connect(url, autocommit=True, connect_timeout=10)
-                    self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                except psycopg.OperationalError as exc:
-                    first = str(exc).strip().splitlines()[0]
-                    raise ServiceUnavailable(f"database unreachable: {first}") from None
-                self._fresh.clear()
-                self._finished.clear()
-                self._parts.clear()
-            return self._listener
-
     def wait_many(
         self,
         run_ids: Iterable[str],
@@ -238,83 +208,7 @@ class Client:
 
         Not for concurrent use from several threads: give each thread its own Client.
         """
-        pending = set(run_ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        conn = self._listen()
-        done: dict[str, Run] = {}
-        unseen = list(pending - self._fresh)
-        if unseen:
-            for run in self.runs.get_many(unseen).values():
-                if run.status.value in _FINAL:
-                    self._finished[run.id] = run
-        while True:
-            finished = [i for i in pending if i in self._finished]
-            if finished:
-                for run_id in finished:
-                    noted = self._finished.pop(run_id)
-                    self._fresh.discard(run_id)
-                    if noted is not None:
-                        done[run_id] = noted
-                unread = [i for i in finished if i not in done]
-                if unread:
-                    done.update(self.runs.get_many(unread))
-                pending.difference_update(finished)
-                if on_progress is not None:
-                    on_progress(len(finished))
-            if not pending:
-                return done
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise RunTimeout(
-                    f"{len(pending)} run(s) not finished after {timeout}s, "
-                    f"e.g. {next(iter(pending))}"
-                )
-            self._collect(conn, pending, min(left or 1.0, 1.0))
-
-    def _collect(self, conn: psycopg.Connection[Any], pending: set[str], timeout: float) -> None:
-        """Note final states from the next notifications, waiting at most `timeout`.
-
-        The generators are always run to their end: leaving one early would drop the rest of
-        the packet it is yielding from.
-        """
-        for note in conn.notifies(timeout=timeout, stop_after=1):
-            self._note(note.payload, pending)
-        for note in conn.notifies(timeout=0):
-            self._note(note.payload, pending)
-
-    def _note(self, payload: str, pending: set[str]) -> None:
-        """Keep a final state this client waits for: the whole run, or just that it ended."""
-        if payload.startswith("~"):
-            payload = self._join_part(payload, pending)
-            if not payload:
-                return
-        if payload.startswith(_ROW_PREFIX):
-            run_id = payload[len(_ROW_PREFIX) : payload.find('"', len(_ROW_PREFIX))]
-            if run_id in pending or run_id in self._fresh:
-                run = Run.model_validate_json(payload)
-                if run.status.value in _FINAL:
-                    self._finished[run_id] = run
-            return
-        run_id, _, status = payload.partition(" ")
-        if status in _FINAL and (run_id in pending or run_id in self._fresh):
-            self._finished[run_id] = None
-
-    def _join_part(self, payload: str, pending: set[str]) -> str:
-        """Collect one part of a row sent in parts; the whole row once its last part is in.
-
-        Parts of runs nobody here waits for are skipped unread.
-        """
-        run_id, part, parts, text = payload[1:].split(" ", 3)
-        if part == "1" and (run_id in pending or run_id in self._fresh):
-            self._parts[run_id] = []
-        received = self._parts.get(run_id)
-        if received is None or len(received) != int(part) - 1:
-            self._parts.pop(run_id, None)
-            return ""
-        received.append(text)
-        if part != parts:
-            return ""
-        return "".join(self._parts.pop(run_id))
+        return self.waiter.wait_many(run_ids, timeout, on_progress)
 
     def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Block until the run reaches a final state and return it."""

@@ -23,6 +23,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from celery import states
+
+# Celery's RPCBackend.on_task_call skips the declare by this flag and exposes it nowhere public.
 from celery._state import task_join_will_block  # type: ignore[attr-defined]
 from celery.backends.redis import RedisBackend
 from celery.backends.rpc import RPCBackend
@@ -35,6 +37,8 @@ from conveyor.background import background_writer
 OVERRIDES = {alias: f"{__name__}:RedisResults" for alias in ("redis", "rediss")}
 OVERRIDES["rpc"] = f"{__name__}:RPCResults"
 log = logging.getLogger(__name__)
+REDIS_MAX_VALUE_SIZE = 512 * 1024 * 1024
+"""Redis's limit on one string value, which Celery's Redis backend checks before it writes."""
 
 SET_UNLESS_SUCCEEDED = """
 local current = redis.call('GET', KEYS[1])
@@ -56,7 +60,7 @@ return 1
 
 class RedisResults(RedisBackend):
     expires: int | None
-    _MAX_STR_VALUE_SIZE: int
+    # No public builder of a result's meta (with the extended fields); Celery's backends use this.
     _get_result_meta: Callable[..., dict[str, Any]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -83,6 +87,7 @@ class RedisResults(RedisBackend):
         self._settle_started(task_id)
         return super().store_result(task_id, result, state, traceback, request, **kwargs)
 
+    # The write has no public hook: Celery's own key-value backends override this method too.
     def _store_result(
         self,
         task_id: str,
@@ -98,7 +103,7 @@ class RedisResults(RedisBackend):
         )
         meta["task_id"] = bytes_to_str(task_id)
         value = self.encode(meta)
-        if len(value) > self._MAX_STR_VALUE_SIZE:
+        if len(value) > REDIS_MAX_VALUE_SIZE:
             raise BackendStoreError(  # type: ignore[call-arg]
                 "value too large for Redis backend", state=state, task_id=task_id
             )

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 
+from conveyor.forksafe import ProcessCache
 from conveyor.tls import TLS, cache_ssl
 
 if TYPE_CHECKING:
     from conveyor.config import Settings
 
 T = TypeVar("T")
-_built: dict[tuple[str, int, int], tuple[Settings, Any]] = {}
-_lock = threading.RLock()
+_built: ProcessCache[tuple[str, int], tuple[Settings, Any]] = ProcessCache()
 
 
 def per_process(kind: str, settings: Settings, build: Callable[[], T]) -> T:
     """The `kind` object for these settings in this process; a forked child builds its own.
 
-    The settings are kept alongside, so their id is never reused for other settings. The
-    lock is re-entrant because building one service may build another (memory uses vector).
+    The settings are kept alongside, so their id is never reused for other settings. Building
+    one service may build another (memory uses vector).
     """
-    key = (kind, id(settings), os.getpid())
-    with _lock:
-        found = _built.get(key)
-        if found is None:
-            found = (settings, build())
-            _built[key] = found
-        return cast(T, found[1])
+    found = _built.get((kind, id(settings)), lambda: (settings, build()))
+    return cast(T, found[1])
 
 
 def cache_client(url: str | None, tls: TLS | None = None) -> redis.Redis[bytes] | None:

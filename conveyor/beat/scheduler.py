@@ -60,7 +60,7 @@ class LeaderScheduler(Scheduler):
         now = self.app.now()
         for row, age in ages.items():
             rows[row].last_run_at = now - timedelta(seconds=age)
-        self._heap = None
+        self.populate_heap()
         log.warning("beat: %s leads (lock %s)", self.lock.holder, self.lock.name)
         return True
 

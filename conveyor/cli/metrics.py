@@ -10,7 +10,7 @@ from conveyor.cli.common import get_app, json_option, print_json, print_table
 from conveyor.cli.services import LOGLEVELS, stop_on_signals
 from conveyor.metrics import Exporter, PoolView, QueueReader, scale_document, serve
 from conveyor.metrics.autoscale import LocalAutoscaler, ScaleEvent
-from conveyor.models.runs import RunStatus
+from conveyor.runs.status import RunStatus
 from conveyor.workers.inspect import workers_by_pool
 
 DEFAULT_PORT = 9810

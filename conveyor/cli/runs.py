@@ -11,7 +11,7 @@ import click
 from conveyor.cli.common import get_app, json_option, parse_age, print_json, print_table
 from conveyor.client import Client
 from conveyor.errors import ConveyorError
-from conveyor.models.runs import RunStatus
+from conveyor.runs.status import RunStatus
 
 
 class _When(click.ParamType[datetime, Any]):

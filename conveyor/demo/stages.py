@@ -10,7 +10,7 @@ from conveyor.client import Client
 from conveyor.demo.corpus import MODULES, MORE_MODULES, Question, docstrings, questions
 from conveyor.demo.live import Live
 from conveyor.errors import InvalidInput
-from conveyor.models.repository import Run
+from conveyor.runs.records import Run
 
 RESEARCH_NAMESPACE = "examples"
 """Memory namespace of the research runs; each demo uses its own session in it."""

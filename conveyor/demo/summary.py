@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from conveyor.demo.stages import Workload
-from conveyor.models.repository import Run
-from conveyor.models.runs import RunStatus
+from conveyor.runs.records import Run
+from conveyor.runs.status import RunStatus
 
 
 def percentile(values: list[float], q: int) -> float:

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from conveyor.models.deadletters import DeadLetterReason
-from conveyor.models.statements import ERROR_MESSAGE_CHARS
 from conveyor.redaction import mask_secrets
+from conveyor.runs.statements import ERROR_MESSAGE_CHARS
 
 KEPT_BODY_BYTES = 64 * 1024
 """A message that cannot be replayed keeps this much of its body, enough to see what it was."""

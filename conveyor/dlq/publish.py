@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery
 
 from conveyor.dlq.entry import DeadLetterEntry
-from conveyor.workers.execution import HEADER_IDEMPOTENCY_KEY
+from conveyor.runs.headers import HEADER_IDEMPOTENCY_KEY
 
 KEPT_HEADERS = (HEADER_IDEMPOTENCY_KEY,)
 """Conveyor headers a replay carries over; the enqueue time is stamped anew."""

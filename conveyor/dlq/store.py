@@ -15,8 +15,9 @@ from sqlalchemy.sql import ColumnElement
 from conveyor.dlq.entry import DeadLetterEntry, NewDeadLetter, error_entry
 from conveyor.models import jsonb
 from conveyor.models.deadletters import REPLAYABLE, DeadLetter
-from conveyor.models.runs import FINAL_STATUSES, AgentRun, RunStatus
-from conveyor.models.statements import NOTIFY_CHANNEL
+from conveyor.runs.notify import NOTIFY_CHANNEL
+from conveyor.runs.status import FINAL_STATUSES, RunStatus
+from conveyor.runs.table import AgentRun
 
 _letters = cast(Table, DeadLetter.__table__)
 _runs = cast(Table, AgentRun.__table__)

@@ -1,7 +1,2 @@
-"""SQLAlchemy 2.0 typed models, the run repository and Alembic migrations."""
-
-from conveyor.models.base import Base
-from conveyor.models.repository import Run, RunRepository
-from conveyor.models.runs import FINAL_STATUSES, AgentRun, RunStatus
-
-__all__ = ["FINAL_STATUSES", "AgentRun", "Base", "Run", "RunRepository", "RunStatus"]
+"""The database layer every feature shares: the declarative base, engines, migrations and the
+compressed JSON columns. Each feature owns its own tables."""

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import threading
-
 from sqlalchemy import Engine, create_engine
 
-_engines: dict[tuple[str, int], Engine] = {}
-_lock = threading.Lock()
+from conveyor.forksafe import ProcessCache
+
+
+def _detach(engine: Engine) -> None:
+    """In a forked child: drop the parent's pooled connections without closing them (the
+    parent still uses them), as SQLAlchemy advises, in case anything still holds `engine`."""
+    engine.dispose(close=False)
+
+
+_engines: ProcessCache[str, Engine] = ProcessCache(on_fork=_detach)
 
 
 def engine_for(url: str) -> Engine:
     """The shared engine for `url` in this process; a forked child gets its own."""
-    key = (url, os.getpid())
-    with _lock:
-        _forget_inherited()
-        engine = _engines.get(key)
-        if engine is None:
-            engine = create_engine(url, pool_size=8, max_overflow=16, pool_recycle=1800)
-            _engines[key] = engine
-        return engine
-
-
-def _forget_inherited() -> None:
-    """Drop a parent's engines without closing its connections, which the parent still uses."""
-    for key in [k for k in _engines if k[1] != os.getpid()]:
-        _engines.pop(key).dispose(close=False)
+    return _engines.get(
+        url, lambda: create_engine(url, pool_size=8, max_overflow=16, pool_recycle=1800)
+    )
 
 
 def dispose_engines() -> None:
     """Close every pooled connection of this process (at shutdown)."""
-    with _lock:
-        for (_, pid), engine in list(_engines.items()):
-            if pid == os.getpid():
-                engine.dispose()
-        _engines.clear()
+    for engine in _engines.clear():
+        engine.dispose()

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from conveyor.forksafe import ProcessLocal
+
 T = TypeVar("T")
-_lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-_owner_pid = 0
+
+
+def _start_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="conveyor-asyncio", daemon=True).start()
+    return loop
+
+
+_loop = ProcessLocal(_start_loop)
 
 
 def process_loop() -> asyncio.AbstractEventLoop:
     """The loop of this process, started on first use and again after a fork."""
-    global _loop, _owner_pid
-    with _lock:
-        if _loop is None or _owner_pid != os.getpid():
-            _loop = asyncio.new_event_loop()
-            _owner_pid = os.getpid()
-            threading.Thread(target=_loop.run_forever, name="conveyor-asyncio", daemon=True).start()
-        return _loop
+    return _loop.get()
 
 
 def run_coroutine(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

@@ -43,7 +43,7 @@ class Consumer(CeleryConsumer):
         ] + ["conveyor.workers.legacy_keys:LegacyKeySweep"]
 
     hub: Any
-    _flush_events: Callable[[], None]
+    event_dispatcher: Any
     _flush_scheduled = False
 
     def on_send_event_buffered(self) -> None:  # type: ignore[override]
@@ -53,10 +53,14 @@ class Consumer(CeleryConsumer):
 
     def _flush_buffered_events(self) -> None:
         self._flush_scheduled = False
-        self._flush_events()
+        self._publish_buffered_events()
+
+    def _publish_buffered_events(self) -> None:
+        if self.event_dispatcher:
+            self.event_dispatcher.flush()
 
     def shutdown(self) -> None:
-        self._flush_events()
+        self._publish_buffered_events()
         super().shutdown()
 
     @property

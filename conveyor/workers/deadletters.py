@@ -10,7 +10,7 @@ from conveyor.models.deadletters import DeadLetterReason
 
 if TYPE_CHECKING:
     from conveyor.app import ConveyorApp
-    from conveyor.workers.execution import AgentTask
+    from conveyor.workers.task import AgentTask
 
 
 def dead_letter_run(

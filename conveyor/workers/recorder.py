@@ -14,7 +14,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from conveyor.dlq.entry import NewDeadLetter
 from conveyor.dlq.store import DeadLetterStore
-from conveyor.models.repository import Claim, NewRun, Outcome, RunRepository
+from conveyor.runs.records import Claim, NewRun, Outcome
+from conveyor.runs.repository import RunRepository
 
 MAX_BATCH = 500
 DEFAULT_RETRY_SECONDS = 120.0

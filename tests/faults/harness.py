@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from conveyor import Client, ConveyorApp
 from conveyor.models.db import engine_for
 from conveyor.models.migrate import upgrade
-from conveyor.models.runs import FINAL_STATUSES
+from conveyor.runs.status import FINAL_STATUSES
 from tests.faults import agents
 from tests.integration.conftest import make_app
 from tests.support.workers import WorkerProcess

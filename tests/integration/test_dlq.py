@@ -20,7 +20,7 @@ from conveyor import Client, ConveyorApp, RunStatus
 from conveyor.cli import cli
 from conveyor.dlq import DeadLetterEntry, DeadLetterReason, NewDeadLetter, ReplayOutcome
 from conveyor.metrics.exporter import Exporter
-from conveyor.models.repository import NewRun, Outcome
+from conveyor.runs.records import NewRun, Outcome
 from tests.integration.conftest import make_app, service_env
 from tests.support.cli import conveyor
 from tests.support.messages import publish_raw

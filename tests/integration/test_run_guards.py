@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import text
 
 from conveyor.models.db import engine_for
-from conveyor.models.repository import NewRun, Outcome, RunRepository
-from conveyor.models.runs import RunStatus
+from conveyor.runs.records import NewRun, Outcome
+from conveyor.runs.repository import RunRepository
+from conveyor.runs.status import RunStatus
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_a_database_down_at_submit_does_not_fail_a_published_run(
     dead = RunRepository(engine_for("postgresql://u@127.0.0.1:1/none?connect_timeout=2"))
     run = new_run(agent_name())
     published: list[NewRun] = []
-    with caplog.at_level(logging.WARNING, logger="conveyor.models.repository"):
+    with caplog.at_level(logging.WARNING, logger="conveyor.runs.repository"):
         assert dead.enqueue([run], published.extend) == {run.id: run.id}
     assert [r.id for r in published] == [run.id]
     [warning] = [r.getMessage() for r in caplog.records if "published" in r.getMessage()]

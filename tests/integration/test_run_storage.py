@@ -9,8 +9,9 @@ from sqlalchemy import text
 
 from conveyor.models.db import engine_for
 from conveyor.models.migrate import upgrade
-from conveyor.models.repository import NewRun, Outcome, RunRepository
-from conveyor.models.runs import RunStatus
+from conveyor.runs.records import NewRun, Outcome
+from conveyor.runs.repository import RunRepository
+from conveyor.runs.status import RunStatus
 from tests.support.services import scratch_database
 
 COMPRESSION = text(

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from conveyor.agents import Agent, agent
 from conveyor.errors import InvalidInput
-from conveyor.workers.execution import bind_input
+from conveyor.workers.steps import bind_input
 
 
 class Query(BaseModel):

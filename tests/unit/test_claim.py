@@ -1,4 +1,4 @@
-"""How a worker acts on the answer to its claim (conveyor.workers.execution._claim).
+"""How a worker acts on the answer to its claim (conveyor.workers.steps.claim_run).
 
 The worker tests reach the claim only through whole runs that are delivered once; mutation
 testing (benchmarks/mutation.py, issue 17) found the redelivery count and the refusals
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from celery.exceptions import Ignore
 
-from conveyor.models.repository import Claim, NewRun, Outcome
-from conveyor.models.runs import RunStatus
-from conveyor.workers import execution
+from conveyor.runs.records import Claim, NewRun, Outcome
+from conveyor.runs.status import RunStatus
+from conveyor.workers import steps
 
 RUN = NewRun(id="r1", agent="unit.claim", pool="default", idempotency_key="order-1")
 
@@ -62,28 +62,28 @@ def test_a_claim_counts_a_redelivery_only_for_an_idempotent_agent(
     delivery_info: Any, idempotent: bool, asked: bool
 ) -> None:
     t = task(started(), delivery_info=delivery_info, idempotent=idempotent)
-    assert execution._claim(t, RUN, "w1") is None, "claimed: go ahead"
+    assert steps.claim_run(t, RUN, "w1") is None, "claimed: go ahead"
     assert t.app.recorder.claims == [("r1", "w1", asked)]
 
 
 def test_too_many_deliveries_give_up_on_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     given_up: list[tuple[Any, str, str, int]] = []
     monkeypatch.setattr(
-        execution,
+        steps,
         "_give_up_on_lost_workers",
         lambda task, run, worker, deliveries: given_up.append((task, run.id, worker, deliveries)),
     )
-    assert execution._claim(task(started(3)), RUN, "w1") is None
+    assert steps.claim_run(task(started(3)), RUN, "w1") is None
     assert given_up == []
     lost = task(started(4))
-    execution._claim(lost, RUN, "w1")
+    steps.claim_run(lost, RUN, "w1")
     assert given_up == [(lost, "r1", "w1", 4)]
 
 
 def test_a_run_whose_key_another_run_holds_is_cancelled_naming_it() -> None:
     t = task(Claim(run_id="r1", claimed=False, status=RunStatus.CANCELLED, duplicate_of="r0"))
     with pytest.raises(Ignore):
-        execution._claim(t, RUN, "w1")
+        steps.claim_run(t, RUN, "w1")
     [outcome] = t.app.recorder.recorded
     assert (outcome.run.id, outcome.status, outcome.worker) == ("r1", RunStatus.CANCELLED, "w1")
     assert outcome.run.idempotency_key is None, "the key stays with its owner"
@@ -97,12 +97,12 @@ def test_a_finished_run_returns_its_output_or_is_not_run_again(
 ) -> None:
     done = Claim(run_id="r1", claimed=False, status=RunStatus.SUCCEEDED, output={"x": 1})
     t = task(done)
-    with caplog.at_level(logging.INFO, logger=execution.__name__):
-        assert execution._claim(t, RUN, "w1") is done
+    with caplog.at_level(logging.INFO, logger=steps.__name__):
+        assert steps.claim_run(t, RUN, "w1") is done
     assert [r.getMessage() for r in caplog.records] == [
         "run r1 is already succeeded; not running it again"
     ]
     assert t.app.recorder.recorded == []
     for status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.REJECTED):
         with pytest.raises(Ignore):
-            execution._claim(task(Claim(run_id="r1", claimed=False, status=status)), RUN, "w1")
+            steps.claim_run(task(Claim(run_id="r1", claimed=False, status=status)), RUN, "w1")

@@ -11,7 +11,7 @@ from celery import Celery
 from conveyor.agents import agent, registry
 from conveyor.app import ConveyorApp
 from conveyor.errors import ConfigError
-from conveyor.workers.execution import AgentTask
+from conveyor.workers.task import AgentTask
 from tests.unit.support import FAKE_AMQP, FAKE_BROKER, build_app
 
 

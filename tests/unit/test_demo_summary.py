@@ -14,8 +14,8 @@ from rich.console import Console
 from conveyor.cli.common import print_json
 from conveyor.demo.stages import Stage, Workload
 from conveyor.demo.summary import render, summarise
-from conveyor.models.repository import Run
-from conveyor.models.runs import RunStatus
+from conveyor.runs.records import Run
+from conveyor.runs.status import RunStatus
 
 MESSAGE = "invalid input for examples.research: " + "; ".join(
     f"field_{i}: String should have at least {i} characters" for i in range(12)

@@ -2,7 +2,7 @@
 and the JSON argument of `conveyor submit`.
 
 On the worker, whatever JSON arrives, binding, recording and validating it (the path of
-conveyor.workers.execution.execute_run) raises nothing but InvalidInput, whose errors stay
+conveyor.workers.pipeline) raises nothing but InvalidInput, whose errors stay
 JSON (Celery sends them back as JSON). On the command line, any text is a usage error naming
 the JSON argument (exit 2) or an invalid-input error naming the field (exit 1): never a
 traceback.
@@ -24,7 +24,7 @@ from conveyor.app import ConveyorApp
 from conveyor.cli import cli
 from conveyor.config import load_settings
 from conveyor.errors import InvalidInput
-from conveyor.workers.execution import bind_input
+from conveyor.workers.steps import bind_input
 from tests.unit.support import build_app
 
 AGENTS = [

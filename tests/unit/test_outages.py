@@ -22,10 +22,10 @@ from conveyor.agents import Registry
 from conveyor.app import celery_config
 from conveyor.config import load_settings
 from conveyor.errors import ConfigError
-from conveyor.models.repository import Claim, NewRun, Outcome
-from conveyor.models.runs import RunStatus
 from conveyor.outages import SOCKET_TIMEOUT
 from conveyor.results import RPCResults
+from conveyor.runs.records import Claim, NewRun, Outcome
+from conveyor.runs.status import RunStatus
 from conveyor.workers import recorder
 from conveyor.workers.recorder import RecordingUnavailable, RunRecorder
 from tests.unit.support import FAKE_AMQP, FAKE_BROKER, FAKE_DATABASE, build_app

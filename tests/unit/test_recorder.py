@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from conveyor.dlq.entry import NewDeadLetter
-from conveyor.models.repository import Claim, NewRun, Outcome
-from conveyor.models.runs import RunStatus
+from conveyor.runs.records import Claim, NewRun, Outcome
+from conveyor.runs.status import RunStatus
 from conveyor.workers import recorder
 from conveyor.workers.recorder import RecordingUnavailable, RunRecorder
 from tests.support.waiting import wait_until

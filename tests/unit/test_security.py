@@ -15,12 +15,12 @@ from kombu.serialization import dumps, loads
 
 from conveyor.config import load_settings
 from conveyor.errors import ConfigError
-from conveyor.models.repository import NewRun, Outcome
-from conveyor.models.runs import RunStatus
 from conveyor.redaction import RedactSecrets, install_redaction, mask_secrets
+from conveyor.runs.records import NewRun, Outcome
+from conveyor.runs.status import RunStatus
 from conveyor.services import cache_client
 from conveyor.tls import TLS, database_url_with_tls
-from conveyor.workers.execution import AgentRequest
+from conveyor.workers.task import AgentRequest
 from tests.support.certs import issue, serializer_registry_restored, signing_env, signing_files
 from tests.unit.support import FAKE_AMQP, build_app
 

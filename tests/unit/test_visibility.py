@@ -9,7 +9,7 @@ import pytest
 from conveyor import Client
 from conveyor.agents import agent
 from conveyor.app import ConveyorApp, celery_config
-from conveyor.visibility import countdown_limit, retry_backoff_max
+from conveyor.runs.visibility import countdown_limit, retry_backoff_max
 from tests.unit.support import FAKE_AMQP, build_app
 
 

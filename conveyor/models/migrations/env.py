@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from conveyor.models.base import Base
-from conveyor.models.runs import AgentRun  # noqa: F401  (registers the table)
+from conveyor.runs.table import AgentRun  # noqa: F401  (registers the table)
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata)

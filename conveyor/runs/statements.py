@@ -2,30 +2,17 @@
 
 Each one is one round trip in autocommit: a batch of any size travels as one JSON parameter
 (`jsonb_to_recordset`), and the final-state write NOTIFYs waiting clients in the same
-statement, so the notification is sent exactly when the row is committed, carrying the row.
+statement (framed by runs.notify), so the notification is sent exactly when the row is
+committed, carrying the row.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import TextClause, text
 
-from conveyor.models.runs import FINAL_STATUSES
+from conveyor.runs.notify import NOTIFY_FRAMES
+from conveyor.runs.status import FINAL_STATUSES
 
-NOTIFY_CHANNEL = "conveyor_runs"
-NOTIFY_ROW_LIMIT = 7000
-"""A finished row up to this many bytes travels whole in one notification (PostgreSQL's
-limit is 8000 bytes), so a waiting client need not read it back."""
-NOTIFY_CHUNK_CHARS = 1900
-"""A larger row travels in parts of this many characters (at most 7600 bytes of UTF-8),
-each sent as "~<id> <part> <parts> <text>"; notifications of one transaction arrive
-together and in order, and the client joins them."""
-NOTIFY_MAX_CHUNKS = 8
-"""Beyond this many parts (15,200 characters) a row sends "<id> <status>" and the client
-reads it back: cutting parts costs the server more than one read past this size."""
-NOTIFY_SKIP_BYTES = 65536
-"""A row whose input and output take more than this many bytes stored is not even rendered
-as JSON for a notification: it sends "<id> <status>" at once (it could never fit in
-NOTIFY_MAX_CHUNKS parts, and rendering 300 KB costs the write 4 ms)."""
 FINAL = "(" + ", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)) + ")"
 
 _RECORDSET = """jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
@@ -85,26 +72,5 @@ WITH written AS (
                       ELSE coalesce(a.errors, '[]'::jsonb) || excluded.errors END
     WHERE a.status <> 'cancelled'
     RETURNING a.*
-), rows AS MATERIALIZED (
-    SELECT id, status, CASE
-        WHEN coalesce(pg_column_size(input), 0) + coalesce(pg_column_size(output), 0)
-             > {NOTIFY_SKIP_BYTES} THEN NULL
-        ELSE row_to_json(written)::text
-    END AS full_row FROM written
-), sized AS MATERIALIZED (
-    SELECT *, CASE
-        WHEN full_row IS NULL THEN {NOTIFY_MAX_CHUNKS} + 1
-        WHEN octet_length(full_row) <= {NOTIFY_ROW_LIMIT} THEN 0
-        ELSE ceil(char_length(full_row) / {NOTIFY_CHUNK_CHARS}.0)::int
-    END AS parts
-    FROM rows
-)
-SELECT pg_notify('{NOTIFY_CHANNEL}', CASE
-    WHEN parts = 0 THEN full_row
-    WHEN parts > {NOTIFY_MAX_CHUNKS} THEN id || ' ' || status
-    ELSE format('~%s %s %s %s', id, part, parts,
-                substr(full_row, (part - 1) * {NOTIFY_CHUNK_CHARS} + 1, {NOTIFY_CHUNK_CHARS}))
-END)
-FROM sized, generate_series(1, CASE WHEN parts BETWEEN 1 AND {NOTIFY_MAX_CHUNKS}
-                                    THEN parts ELSE 1 END) AS part
+), {NOTIFY_FRAMES}
 """)
