@@ -12,7 +12,7 @@ from typing import Any
 
 from conveyor.agents import agent
 from conveyor.context import current_run
-from conveyor.tasks.default import PingOutput
+from conveyor.ping import PingOutput
 
 MODULE = __name__
 DEFAULT_PING = "bench.ping"

@@ -11,10 +11,10 @@ fresh namespace; --rounds rounds with the method order rotating; rate = all item
 method / all its seconds. The raw methods run on equal terms: C threads, each with its own
 connection, taking the batches from one shared list (as the worker's C threads take runs):
   remember_batched  --batches runs of --batch-size items (one session each), all submitted
-                    with client.memory.remember_async(ns, s, items=[...]), then
+                    with client.memory.remember.submit(ns, s, items=[...]).id, then
                     client.wait_many(ids); clock from the first submit to wait_many's return
   remember_single   --singles sequential client.memory.remember(ns, s, text) (20 sessions)
-  single_async      the same items submitted at once with remember_async, then wait_many
+  single_async      the same items submitted at once with remember.submit, then wait_many
   raw_executemany   raw psycopg, C threads x one connection: cursor.executemany(INSERT INTO
                     memory_items ...), one transaction per batch of --batch-size
   raw_copy          the same with cursor.copy("COPY memory_items (...) FROM STDIN")
@@ -134,7 +134,7 @@ class Bench:
 
     def remember_batched(self, ns: str, batches: list[list[Item]]) -> float:
         mem, t0 = self.client.memory, time.perf_counter()
-        ids = [mem.remember_async(ns, f"s{b}", items=items) for b, items in enumerate(batches)]
+        ids = [mem.remember.submit(ns, f"s{b}", items=items).id for b, items in enumerate(batches)]
         runs = self.client.wait_many(ids, timeout=self.args.timeout)
         elapsed = time.perf_counter() - t0
         self.check(runs, sum(map(len, batches)))
@@ -143,9 +143,11 @@ class Bench:
     def singles(self, ns: str, batches: list[list[Item]], at_once: bool) -> float:
         mem, t0, out = self.client.memory, time.perf_counter(), []
         for i, it in enumerate(batches[0]):
-            call = mem.remember_async if at_once else mem.remember
             kw = {"role": it["role"], "metadata": it["metadata"]}
-            out.append(call(ns, f"s{i % SINGLE_SESSIONS}", it["content"], **kw))
+            args = (ns, f"s{i % SINGLE_SESSIONS}", it["content"])
+            out.append(
+                mem.remember.submit(*args, **kw).id if at_once else mem.remember(*args, **kw)
+            )
         runs = self.client.wait_many(out, timeout=self.args.timeout) if at_once else {}
         elapsed = time.perf_counter() - t0
         if at_once:
@@ -342,7 +344,7 @@ def wait_ready(client: Any, agent: str, payload: dict[str, Any], worker: h.Worke
 
 def latency_concurrency(args: argparse.Namespace) -> int:
     """The memory concurrency latency is measured at: the built-in pool's, if measured."""
-    from conveyor.workers.pools import BUILTIN_POOLS
+    from conveyor.pools import BUILTIN_POOLS
 
     default = BUILTIN_POOLS["memory"].concurrency
     return default if default in args.memory_concurrency else args.memory_concurrency[-1]

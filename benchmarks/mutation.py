@@ -101,7 +101,7 @@ MODULES: dict[str, list[Module]] = {
     "runs": [
         Module(
             "run recording",
-            "conveyor/workers/recorder.py",
+            "conveyor/runs/recorder.py",
             ("*",),
             ("tests/unit/test_outages.py", "tests/unit/test_recorder.py"),
             (RUNS_REDIS,),

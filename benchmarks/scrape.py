@@ -104,7 +104,7 @@ PROMETHEUS_HEADERS = {
 def build_app(broker: str, database: str, pools: int, steps: list[int]) -> Any:
     from conveyor.app import create_app
     from conveyor.config import load_settings
-    from conveyor.workers.pools import BUILTIN_POOLS
+    from conveyor.pools import BUILTIN_POOLS
 
     extra = {f"pool{i:02d}": {} for i in range(pools - len(BUILTIN_POOLS))}
     settings = load_settings(broker_url=broker, database_url=database, pools=extra)
@@ -295,7 +295,7 @@ def exporter_process(app: Any, broker: str, pools: int, db_every_scrape: bool) -
     """`conveyor exporter --cache-seconds 0` as its own process, as Prometheus would scrape
     it, with this app's pools and transport options (a celeryconfig.py in its cwd); with
     `db_every_scrape` its PostgreSQL reads are not cached either (UNCACHED_DB)."""
-    from conveyor.workers.pools import BUILTIN_POOLS
+    from conveyor.pools import BUILTIN_POOLS
 
     workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-scrape-"))
     options = dict(app.conf.broker_transport_options)

@@ -7,7 +7,7 @@ gets cpu_count // concurrency threads) and `--pool default` (--ping-pool, defaul
 the shipped default pool) for conveyor.ping and bench.ping.
 
 Data, --count 384-dim float32 vectors per set, L2-normalised, loaded through Celery with
-client.vector.upsert_async in batches of --batch-size (--inflight runs in flight) into HNSW
+client.vector.upsert.submit in batches of --batch-size (--inflight runs in flight) into HNSW
 collections (cosine); the first vector.stats afterwards builds the worker's replica:
   A  synthetic: --centres Gaussian centres (seeded), points = centre + --spread noise;
      queries: --queries held-out points drawn from the same centres
@@ -23,7 +23,7 @@ QPS, --rounds rounds, method order rotating, all --queries in batches of --batch
 them into row numbers for recall is not timed, on either side):
   conveyor_seq   one client.vector.search(name, batch, k, include=()) after another
                  (submit + wait; ids and scores, like raw faiss)
-  conveyor_pipe  all batches submitted with search_async(..., include=()), then wait_many
+  conveyor_pipe  all batches submitted with search.submit(..., include=()), then wait_many
   conveyor_meta  as conveyor_pipe with the default include (metadata and text of every hit,
                  read from PostgreSQL); reported, not judged
   raw_faiss      faiss.IndexHNSWFlat(384, 32, IP), efConstruction 80, built in this process
@@ -196,7 +196,7 @@ class Bench:
                 | ({"text": s["texts"][i]} if s["texts"] else {})
                 for i in range(start, min(start + size, len(data)))
             ]
-            pending.append(self.api.upsert_async(name, items))
+            pending.append(self.api.upsert.submit(name, items).id)
             while len(pending) >= self.args.inflight:
                 self.client.result(pending.pop(0), timeout=self.args.timeout)
         for run_id in pending:
@@ -219,7 +219,7 @@ class Bench:
         return [self.api.search(name, b, k=self.args.k, include=()).ids for b in batches]
 
     def pipe(self, name: str, batches: list[Any], include: Any = ()) -> list[list[list[str]]]:
-        ids = [self.api.search_async(name, b, k=self.args.k, include=include) for b in batches]
+        ids = [self.api.search.submit(name, b, k=self.args.k, include=include).id for b in batches]
         runs = self.client.wait_many(ids, timeout=self.args.timeout)
         if any(runs[i].status.value != "succeeded" for i in ids):
             raise RuntimeError("a search run failed")

@@ -6,11 +6,13 @@ from conveyor import agent, Client
 def summarise(text: str) -> str: ...
 
 with Client() as client:
-    print(client.result(client.submit("mymodule.summarise", {"text": "..."})))
+    print(client.send(summarise, text="...").result())  # typed: a str
+    print(client.result(client.submit("mymodule.summarise", {"text": "..."})))  # by name
 """
 
 from conveyor.agents import Agent, agent, registry
-from conveyor.app import ConveyorApp, create_app
+from conveyor.app import create_app, resolve_services
+from conveyor.celery_app import ConveyorApp
 from conveyor.client import Client
 from conveyor.config import Settings, load_settings
 from conveyor.context import RunContext, current_run
@@ -26,9 +28,10 @@ from conveyor.errors import (
     TransientError,
     UnknownAgent,
 )
+from conveyor.handle import RunHandle
+from conveyor.pools import Pool
 from conveyor.runs.records import Run
 from conveyor.runs.status import RunStatus
-from conveyor.workers.pools import Pool
 
 __all__ = [
     "Agent",
@@ -42,6 +45,7 @@ __all__ = [
     "Run",
     "RunContext",
     "RunFailed",
+    "RunHandle",
     "RunStatus",
     "RunTimeout",
     "ServiceUnavailable",
@@ -54,4 +58,5 @@ __all__ = [
     "effect_once",
     "load_settings",
     "registry",
+    "resolve_services",
 ]

@@ -6,12 +6,24 @@ import difflib
 import importlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Literal, get_type_hints, overload
+from typing import (
+    Any,
+    Generic,
+    Literal,
+    ParamSpec,
+    TypeAlias,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    get_type_hints,
+    overload,
+)
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic_core import to_jsonable_python
 
 from conveyor.errors import ConfigError, InvalidInput, TransientError, UnknownAgent
 
@@ -19,14 +31,20 @@ ENTRY_POINT_GROUP = "conveyor.agents"
 DEFAULT_RETRY_ON: tuple[type[Exception], ...] = (TransientError, ConnectionError, TimeoutError)
 OMITTED = "$omitted"
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class Agent:
-    """A registered agent: the function, its typed boundary and its policies."""
+class Agent(Generic[P, R]):
+    """A registered agent: the function, its typed boundary and its policies.
+
+    Generic in the function's parameters and return type, so calling it, and sending it
+    through `Client.send`, are checked against the function's own signature.
+    """
 
     name: str
-    fn: Callable[..., Any]
+    fn: Callable[P, R]
     pool: str
     input_model: type[BaseModel]
     output_adapter: TypeAdapter[Any]
@@ -50,8 +68,28 @@ class Agent:
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
+
+    def payload(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        """The JSON payload of a call with these arguments, as a plain Celery client sends it:
+        keyword fields, or the fields of the one model parameter."""
+        try:
+            bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidInput(self.name, [{"loc": (), "msg": str(exc)}]) from None
+        if self.model_param is not None:
+            given = bound.arguments[self.model_param]
+            if isinstance(given, BaseModel):
+                return dict(given.model_dump(mode="json", by_alias=True, exclude_unset=True))
+            return dict(to_jsonable_python(given))
+        fields: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            if bound.signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                fields.update(value)
+            else:
+                fields[name] = value
+        return dict(to_jsonable_python(fields))
 
     def limits(self, default_soft: float, default_hard: float) -> tuple[float, float]:
         """The (soft, hard) time limits that apply, given the settings' defaults.
@@ -86,10 +124,11 @@ class Agent:
 
     def invoke(self, model: BaseModel) -> Any:
         """Call the function with the validated input; a coroutine is returned as is."""
+        call: Callable[..., Any] = self.fn
         if self.model_param is not None:
-            return self.fn(model)
+            return call(model)
         fields = {name: getattr(model, name) for name in type(model).model_fields}
-        return self.fn(**fields, **(model.model_extra or {}))
+        return call(**fields, **(model.model_extra or {}))
 
     def dump_output(self, value: Any) -> Any:
         """The output as JSON-compatible data, validated against the return annotation."""
@@ -127,13 +166,17 @@ def _input_model(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], st
     return model, None
 
 
+AnyAgent: TypeAlias = Agent[..., Any]
+"""An agent whatever its signature: what the registry and the worker handle."""
+
+
 class Registry:
     """Agents by name. One process-wide instance, `registry`, is what @agent fills."""
 
     def __init__(self) -> None:
-        self._agents: dict[str, Agent] = {}
+        self._agents: dict[str, AnyAgent] = {}
 
-    def add(self, spec: Agent) -> None:
+    def add(self, spec: AnyAgent) -> None:
         existing = self._agents.get(spec.name)
         same = existing is not None and (existing.fn.__module__, existing.fn.__qualname__) == (
             spec.fn.__module__,
@@ -146,14 +189,14 @@ class Registry:
             )
         self._agents[spec.name] = spec
 
-    def get(self, name: str) -> Agent:
+    def get(self, name: str) -> AnyAgent:
         """The named agent, or UnknownAgent listing close matches."""
         try:
             return self._agents[name]
         except KeyError:
             raise UnknownAgent(name, difflib.get_close_matches(name, self._agents, n=3)) from None
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[AnyAgent]:
         return iter(list(self._agents.values()))
 
     def __contains__(self, name: object) -> bool:
@@ -166,12 +209,47 @@ class Registry:
 registry = Registry()
 
 
-@overload
-def agent(fn: Callable[..., Any]) -> Agent: ...
+class AgentOptions(TypedDict, total=False):
+    """What `@agent(...)` accepts; the defaults are `declare`'s."""
+
+    name: str | None
+    pool: str
+    retries: int
+    retry_on: Iterable[type[Exception]]
+    retry_backoff: int
+    retry_backoff_max: int
+    soft_time_limit: float | None
+    time_limit: float | None
+    rate_limit: str | None
+    priority: int | None
+    idempotent: bool
+    record_input: bool
 
 
 @overload
+def agent(fn: Callable[P, R], /) -> Agent[P, R]: ...
+
+
+@overload
+def agent(**options: Unpack[AgentOptions]) -> Callable[[Callable[P, R]], Agent[P, R]]: ...
+
+
 def agent(
+    fn: Callable[P, R] | None = None, /, **options: Unpack[AgentOptions]
+) -> Agent[P, R] | Callable[[Callable[P, R]], Agent[P, R]]:
+    """Declare an agent and register it. Works bare (`@agent`) or with options
+    (`@agent(pool="memory")`; see `declare`)."""
+
+    def register(func: Callable[P, R]) -> Agent[P, R]:
+        spec = declare(func, **options)
+        registry.add(spec)
+        return spec
+
+    return register(fn) if fn is not None else register
+
+
+def declare(
+    fn: Callable[P, R],
     *,
     name: str | None = None,
     pool: str = "default",
@@ -185,26 +263,8 @@ def agent(
     priority: int | None = None,
     idempotent: bool = False,
     record_input: bool = True,
-) -> Callable[[Callable[..., Any]], Agent]: ...
-
-
-def agent(
-    fn: Callable[..., Any] | None = None,
-    *,
-    name: str | None = None,
-    pool: str = "default",
-    retries: int = 3,
-    retry_on: Iterable[type[Exception]] = DEFAULT_RETRY_ON,
-    retry_backoff: int = 1,
-    retry_backoff_max: int = 600,
-    soft_time_limit: float | None = None,
-    time_limit: float | None = None,
-    rate_limit: str | None = None,
-    priority: int | None = None,
-    idempotent: bool = False,
-    record_input: bool = True,
-) -> Agent | Callable[[Callable[..., Any]], Agent]:
-    """Declare an agent. Works bare (`@agent`) or with options (`@agent(pool="memory")`).
+) -> Agent[P, R]:
+    """The agent of `fn`, its typed boundary derived from the signature, not yet registered.
 
     Retries apply only to exceptions in `retry_on` (transient errors): the n-th waits a random
     0..min(retry_backoff * 2**n, retry_backoff_max) seconds. `priority` is 0..9, 9 most urgent.
@@ -215,50 +275,49 @@ def agent(
     and the run is written once, at its final state. `record_input=False` keeps only a
     marker in agent_runs.input, for agents whose inputs are bulky and kept elsewhere.
     """
-
-    def register(func: Callable[..., Any]) -> Agent:
-        agent_name = name or f"{func.__module__}.{func.__qualname__}"
-        if retries < 0:
-            raise ConfigError(f"agent {agent_name}: retries must be >= 0, got {retries}")
-        if priority is not None and not 0 <= priority <= 9:
-            raise ConfigError(f"agent {agent_name}: priority must be 0..9, got {priority}")
-        if soft_time_limit and time_limit and soft_time_limit >= time_limit:
-            raise ConfigError(f"agent {agent_name}: soft_time_limit must be below time_limit")
-        model, model_param = _input_model(agent_name, func)
-        returns = _type_hints(agent_name, func).get("return", Any)
-        spec = Agent(
-            name=agent_name,
-            fn=func,
-            pool=pool,
-            input_model=model,
-            output_adapter=TypeAdapter(Any if returns is type(None) else returns),
-            model_param=model_param,
-            retries=retries,
-            retry_on=tuple(retry_on),
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
-            soft_time_limit=soft_time_limit,
-            time_limit=time_limit,
-            rate_limit=rate_limit,
-            priority=priority,
-            idempotent=idempotent,
-            record_input=record_input,
-        )
-        registry.add(spec)
-        return spec
-
-    return register(fn) if fn is not None else register
+    agent_name = name or f"{fn.__module__}.{fn.__qualname__}"
+    if retries < 0:
+        raise ConfigError(f"agent {agent_name}: retries must be >= 0, got {retries}")
+    if priority is not None and not 0 <= priority <= 9:
+        raise ConfigError(f"agent {agent_name}: priority must be 0..9, got {priority}")
+    if soft_time_limit and time_limit and soft_time_limit >= time_limit:
+        raise ConfigError(f"agent {agent_name}: soft_time_limit must be below time_limit")
+    model, model_param = _input_model(agent_name, fn)
+    returns = _type_hints(agent_name, fn).get("return", Any)
+    return Agent(
+        name=agent_name,
+        fn=fn,
+        pool=pool,
+        input_model=model,
+        output_adapter=TypeAdapter(Any if returns is type(None) else returns),
+        model_param=model_param,
+        retries=retries,
+        retry_on=tuple(retry_on),
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
+        soft_time_limit=soft_time_limit,
+        time_limit=time_limit,
+        rate_limit=rate_limit,
+        priority=priority,
+        idempotent=idempotent,
+        record_input=record_input,
+    )
 
 
 def discover_agents(modules: Iterable[str] = (), *, plugins: bool = True) -> Registry:
-    """Import plugins from the `conveyor.agents` entry points (unless `plugins` is False)
-    and the given modules.
+    """Import the agents of the `conveyor.agents` entry points, then the given modules.
+
+    The built-in features (ping, memory, vector, analytics: entry points whose module is in
+    the `conveyor` package) are plugins like any other but always load; `plugins=False`
+    (CONVEYOR_LOAD_PLUGINS=false) switches off the third-party ones only.
 
     A plugin that fails to import is a ConfigError, except one whose own top-level package
     is absent (metadata left behind: the image installs conveyor without `examples/`, whose
     entry point it still declares), which is skipped with a warning.
     """
-    for ep in entry_points(group=ENTRY_POINT_GROUP) if plugins else ():
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if not plugins and ep.module.split(".")[0] != "conveyor":
+            continue
         try:
             ep.load()
         except ModuleNotFoundError as exc:
@@ -273,7 +332,6 @@ def discover_agents(modules: Iterable[str] = (), *, plugins: bool = True) -> Reg
             raise ConfigError(
                 f"agent plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
             ) from exc
-    importlib.import_module("conveyor.tasks")
     for module in modules:
         try:
             importlib.import_module(module)

@@ -1,4 +1,9 @@
-"""The Celery app factory: settings -> Celery config, queues, routes and bound agents."""
+"""The Celery app factory: settings -> Celery config, queues, routes and bound agents.
+
+`create_app` builds the app from the settings it is given and nothing else. Starting the
+embedded services for unset URLs and migrating their database is the explicit step before
+it, `resolve_services`, taken by the CLI, `Client()` and `conveyor.app:app`.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +14,35 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import Celery
 from celery.signals import before_task_publish
 from kombu import Queue
 
-import conveyor.redaction  # noqa: F401  (its Celery logging signals mask passwords)
-from conveyor.agents import Agent, Registry, discover_agents
+from conveyor.agents import Registry, discover_agents
 from conveyor.broker.redis_keys import PRIORITY_STEPS
 from conveyor.broker.transport import install_redis_transport
-from conveyor.config import Settings, load_settings
-from conveyor.dlq.store import DeadLetterStore
+from conveyor.celery_app import ConveyorApp
+from conveyor.config import Settings, is_redis_url, load_settings
 from conveyor.embedded import Embedded
 from conveyor.errors import ConfigError
-from conveyor.forksafe import ProcessLocal
-from conveyor.models.db import engine_for
 from conveyor.models.migrate import upgrade
 from conveyor.outages import is_tcp_redis, outage_config, redis_transport_options
+from conveyor.pools import CATCH_ALL_QUEUE
+from conveyor.redaction import redact_celery_logs
 from conveyor.results import OVERRIDES as RESULT_BACKEND_OVERRIDES
 from conveyor.runs.headers import HEADER_ENQUEUED_AT
-from conveyor.runs.repository import RunRepository
 from conveyor.runs.visibility import DEFAULT_VISIBILITY_TIMEOUT, redelivery_options
 from conveyor.signing import enable_signing, signing_config
 from conveyor.tls import database_url_with_tls, tls_celery_config, warn_if_insecure
-from conveyor.workers.pools import CATCH_ALL_QUEUE
-from conveyor.workers.recorder import RunRecorder
+from conveyor.workers.task import bind_agent, connect_task_receivers
 
+__all__ = ["ConveyorApp", "celery_config", "celery_settings", "create_app", "resolve_services"]
 log = logging.getLogger(__name__)
-MAX_PRIORITY = 9
 QUEUE_MAX_PRIORITY = 10
 """RabbitMQ's x-max-priority on every queue conveyor declares: the value Celery's docs give
 `task_queue_max_priority`, so a plain client configured that way declares the same queue."""
 OVERRIDES_MODULE = "celeryconfig"
 
 
-@before_task_publish.connect
 def _stamp_enqueue_time(
     headers: dict[str, Any] | None = None, properties: dict[str, Any] | None = None, **_: Any
 ) -> None:
@@ -54,64 +54,13 @@ def _stamp_enqueue_time(
         properties.setdefault("timestamp", int(time.time()))
 
 
-class ConveyorApp(Celery):
-    """A Celery app that also knows conveyor's settings, agents and run store."""
-
-    settings: Settings
-    agents: Registry
-
-    def __init__(
-        self, settings: Settings, agents: Registry, *, embedded: bool = False, **kwargs: Any
-    ) -> None:
-        install_redis_transport()
-        super().__init__("conveyor", **kwargs)
-        self.settings = settings
-        self.agents = agents
-        self.embedded = embedded
-        self.pool_name: str | None = None
-        """The pool this process works for, when it is a worker."""
-        self._store = ProcessLocal(self._open_run_store)
-
-    def _open_run_store(self) -> tuple[RunRepository, RunRecorder]:
-        assert self.settings.database_url is not None
-        runs = RunRepository(engine_for(self.settings.database_url))
-        return runs, RunRecorder(runs, self.settings.record_retry_seconds)
-
-    def _run_store(self) -> tuple[RunRepository, RunRecorder]:
-        """This process's repository and recorder; a forked child builds its own."""
-        return self._store.get()
-
-    @property
-    def validation_context(self) -> dict[str, Any]:
-        """What agent input validators see: the settings, for configured limits."""
-        return {"settings": self.settings}
-
-    @property
-    def runs(self) -> RunRepository:
-        return self._run_store()[0]
-
-    @property
-    def recorder(self) -> RunRecorder:
-        return self._run_store()[1]
-
-    @property
-    def dead_letters(self) -> DeadLetterStore:
-        """This process's dead-letter store (engines are per process)."""
-        assert self.settings.database_url is not None
-        return DeadLetterStore(engine_for(self.settings.database_url))
-
-    @property
-    def uses_redis(self) -> bool:
-        return str(self.conf.broker_url).startswith("redis")
-
-    def broker_priority(self, priority: int) -> int:
-        """Translate 0..9 (9 most urgent) to the broker's own scale (Redis: 0 is first)."""
-        if not 0 <= priority <= MAX_PRIORITY:
-            raise ValueError(f"priority must be 0..{MAX_PRIORITY}, got {priority}")
-        return MAX_PRIORITY - priority if self.uses_redis else priority
-
-    def agent_queue(self, spec: Agent) -> str:
-        return self.settings.pool(spec.pool).queue(self.settings.queue_prefix)
+def _connect_receivers() -> None:
+    """conveyor's signal receivers, connected once however many apps are built."""
+    before_task_publish.connect(
+        _stamp_enqueue_time, weak=False, dispatch_uid="conveyor.app.stamp_enqueue_time"
+    )
+    redact_celery_logs()
+    connect_task_receivers()
 
 
 REDIS_BODY_ENCODING = "utf-8"
@@ -120,22 +69,33 @@ again (kombu's default): a third smaller, and no encode and decode of every mess
 message names its encoding, so workers still read plain Celery clients' base64 bodies."""
 
 
-def resolve_services(settings: Settings) -> Settings:
-    """Fill unset broker, database and result backend URLs from the embedded services."""
+def resolve_services(settings: Settings | None = None) -> Settings:
+    """The step before `create_app` when a URL may be unset: start the embedded services
+    for an unset broker or database URL (migrating the embedded database) and return the
+    settings (by default the environment's) with their URLs, marked embedded. Configured
+    settings come back unchanged."""
+    settings = settings or load_settings()
+    if settings.broker_url is not None and settings.database_url is not None:
+        return settings
+    state = Embedded(settings.data_dir).ensure()
+    urls: dict[str, str] = {}
+    if settings.broker_url is None:
+        urls["broker_url"] = state.redis_url
+    if settings.database_url is None:
+        urls["database_url"] = state.postgres_url
+        upgrade(state.postgres_url)
+    return settings.with_embedded(**urls)
+
+
+def _with_defaults(settings: Settings) -> Settings:
+    """Result backend and cache follow a Redis broker (else rpc://, no cache); the database
+    URL gets the TLS files. Pure: no service is reached."""
     updates: dict[str, Any] = {}
-    if settings.broker_url is None or settings.database_url is None:
-        state = Embedded(settings.data_dir).ensure()
-        if settings.broker_url is None:
-            updates["broker_url"] = state.redis_url
-        if settings.database_url is None:
-            updates["database_url"] = state.postgres_url
-            upgrade(state.postgres_url)
-    broker = updates.get("broker_url", settings.broker_url)
     if settings.result_backend is None:
-        updates["result_backend"] = broker if str(broker).startswith("redis") else "rpc://"
-    if settings.cache_url is None and str(broker).startswith("redis"):
-        updates["cache_url"] = broker
-    database = updates.get("database_url", settings.database_url)
+        updates["result_backend"] = settings.broker_url if settings.redis_broker else "rpc://"
+    if settings.cache_url is None and settings.redis_broker:
+        updates["cache_url"] = settings.broker_url
+    database = settings.database_url
     if (secured := database_url_with_tls(settings.tls, database)) != database:
         updates["database_url"] = secured
     return settings.model_copy(update=updates) if updates else settings
@@ -173,7 +133,7 @@ def celery_config(settings: Settings, agents: Registry) -> dict[str, Any]:
     if prefix:
         config["event_exchange"] = f"{prefix}celeryev"
         config["control_exchange"] = f"{prefix}celery"
-    if str(settings.broker_url).startswith("redis"):
+    if settings.redis_broker:
         config["broker_transport_options"] = {
             "visibility_timeout": settings.visibility_timeout,
             "priority_steps": PRIORITY_STEPS,
@@ -211,7 +171,7 @@ def check_config(config: dict[str, Any], settings: Settings, agents: Registry) -
     for key in ("task_serializer", "result_serializer", "event_serializer"):
         if "pickle" in str(config.get(key)):
             raise ConfigError(f"invalid Celery setting {key}: pickle is refused, use json")
-    if not str(config.get("broker_url")).startswith("redis"):
+    if not is_redis_url(str(config.get("broker_url"))):
         return
     visibility = (config.get("broker_transport_options") or {}).get(
         "visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT
@@ -227,12 +187,32 @@ def check_config(config: dict[str, Any], settings: Settings, agents: Registry) -
         )
 
 
-def create_app(settings: Settings | None = None) -> ConveyorApp:
-    """Build the Celery app: resolve services, load agents, configure, bind agents as tasks."""
-    from conveyor.workers.task import bind_agent
+def _require_services(settings: Settings) -> Settings:
+    """`settings`, or a ConfigError naming the unset broker or database URL."""
+    urls = {
+        "CONVEYOR_BROKER_URL": settings.broker_url,
+        "CONVEYOR_DATABASE_URL": settings.database_url,
+    }
+    if unset := [name for name, url in urls.items() if url is None]:
+        raise ConfigError(
+            f"{' and '.join(unset)} unset: create_app starts no service; set them, or take "
+            "conveyor.app.resolve_services(settings) first for the embedded services"
+        )
+    return settings
 
-    given = settings or load_settings()
-    settings = resolve_services(given)
+
+def celery_settings(settings: Settings, agents: Registry) -> dict[str, Any]:
+    """The app's Celery settings: conveyor's, with a `celeryconfig` module's over them,
+    checked."""
+    config = celery_config(settings, agents) | _user_overrides()
+    check_config(config, settings, agents)
+    return config
+
+
+def create_app(settings: Settings | None = None) -> ConveyorApp:
+    """Build the Celery app from `settings` alone: load agents, configure, bind agents as
+    tasks. Nothing is started or migrated; unset URLs need `resolve_services` first."""
+    settings = _with_defaults(_require_services(settings or load_settings()))
     agents = discover_agents(settings.agent_modules, plugins=settings.load_plugins)
     for spec in agents:
         if spec.pool not in settings.pools:
@@ -240,10 +220,10 @@ def create_app(settings: Settings | None = None) -> ConveyorApp:
                 f"agent {spec.name}: unknown pool {spec.pool!r}; pools are "
                 f"{', '.join(sorted(settings.pools))}"
             )
-    config = celery_config(settings, agents) | _user_overrides()
-    check_config(config, settings, agents)
-    embedded = given.broker_url is None or given.database_url is None
-    app = ConveyorApp(settings, agents, embedded=embedded, set_as_current=True)
+    config = celery_settings(settings, agents)
+    _connect_receivers()
+    install_redis_transport()
+    app = ConveyorApp(settings, agents, set_as_current=True)
     app.loader.override_backends = dict(RESULT_BACKEND_OVERRIDES)
     app.config_from_object(config)
     enable_signing(app, settings.signing)
@@ -257,10 +237,11 @@ _default: ConveyorApp | None = None
 
 
 def __getattr__(name: str) -> Any:
-    """`conveyor.app:app` for `celery -A conveyor.app` and Flower, built on first access."""
+    """`conveyor.app:app` for `celery -A conveyor.app` and Flower, built on first access
+    (the embedded services started for unset URLs, as the CLI does)."""
     global _default
     if name == "app":
         if _default is None:
-            _default = create_app()
+            _default = create_app(resolve_services())
         return _default
     raise AttributeError(name)

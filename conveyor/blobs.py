@@ -12,15 +12,13 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import TYPE_CHECKING
 
 import redis
 
+from conveyor.config import Settings
 from conveyor.errors import ServiceUnavailable
 from conveyor.outages import CONNECT_TIMEOUT, SOCKET_TIMEOUT
-
-if TYPE_CHECKING:
-    from conveyor.config import Settings
+from conveyor.services import redis_client
 
 BLOB_FROM_BYTES = 64 * 1024
 """Payloads at least this large travel beside the message; smaller ones inside it."""
@@ -64,10 +62,9 @@ class BlobStore:
 
 def blob_store_for(settings: Settings) -> BlobStore | None:
     """The blob store on the broker's Redis, or None (RabbitMQ broker, or blob_ttl 0)."""
-    from conveyor.services import redis_client
 
     broker = str(settings.broker_url or "")
-    if settings.blob_ttl <= 0 or not broker.startswith("redis"):
+    if settings.blob_ttl <= 0 or not settings.redis_broker:
         return None
     client = redis_client(broker, settings.tls, SOCKET_TIMEOUT, CONNECT_TIMEOUT)
     return None if client is None else BlobStore(client, settings.blob_ttl)

@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 import orjson
 from celery import chain, chord, group
 from celery.canvas import Signature
 from kombu.exceptions import OperationalError as BrokerError
 
-from conveyor.app import ConveyorApp, create_app
+from conveyor.agents import Agent
+from conveyor.app import create_app, resolve_services
+from conveyor.celery_app import ConveyorApp
 from conveyor.config import Settings
 from conveyor.errors import InvalidInput, RunFailed, ServiceUnavailable
+from conveyor.handle import RunHandle
+from conveyor.memory.api import MemoryAPI
 from conveyor.runs.headers import HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
 from conveyor.runs.records import NewRun, Run
 from conveyor.runs.status import RunStatus
 from conveyor.runs.visibility import check_countdown
 from conveyor.runs.waiter import Progress, Waiter
+from conveyor.vector.api import VectorAPI
 
-if TYPE_CHECKING:
-    from conveyor.memory.api import MemoryAPI
-    from conveyor.vector.api import VectorAPI
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _isoformat(moment: datetime | None) -> str | None:
@@ -55,9 +59,13 @@ class Client:
     """
 
     def __init__(self, app: ConveyorApp | None = None, settings: Settings | None = None) -> None:
-        self.app = app or create_app(settings)
+        self.app = app or create_app(resolve_services(settings))
         self.runs = self.app.runs
         self.waiter = Waiter(self.runs, str(self.app.settings.database_url))
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.settings
 
     @cached_property
     def memory(self) -> MemoryAPI:
@@ -65,8 +73,6 @@ class Client:
 
         Its `timeout` (seconds per call) can be changed: `client.memory.timeout = 300`.
         """
-        from conveyor.memory.api import MemoryAPI
-
         return MemoryAPI(self)
 
     @cached_property
@@ -75,8 +81,6 @@ class Client:
 
         Its `timeout` (seconds per call) can be changed: `client.vector.timeout = 600`.
         """
-        from conveyor.vector.api import VectorAPI
-
         return VectorAPI(self)
 
     def close(self) -> None:
@@ -88,9 +92,33 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    @overload
+    def send(
+        self, agent: Agent[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RunHandle[T]: ...
+
+    @overload
+    def send(self, agent: Agent[P, T], /, *args: P.args, **kwargs: P.kwargs) -> RunHandle[T]: ...
+
+    def send(self, agent: Agent[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> RunHandle[Any]:
+        """Enqueue one run of `agent` with these arguments, checked against its signature;
+        the handle's `result()` is typed by the agent's return annotation."""
+        return self.send_payload(agent, agent.payload(*args, **kwargs))
+
+    def send_payload(
+        self, agent: Agent[Any, T], payload: dict[str, Any], *, celery_result: bool = True
+    ) -> RunHandle[T]:
+        """Enqueue one run of `agent` with a JSON payload; a typed handle to it."""
+        run_id = self.submit(agent.name, payload, celery_result=celery_result)
+        return self.handle(agent, run_id)
+
+    def handle(self, agent: Agent[Any, T], run_id: str) -> RunHandle[T]:
+        """A typed handle of a run of `agent` submitted earlier."""
+        return RunHandle.of(run_id, agent, self)
+
     def submit(
         self,
-        agent: str,
+        agent: str | Agent[Any, Any],
         payload: dict[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
@@ -110,7 +138,7 @@ class Client:
 
     def submit_many(
         self,
-        agent: str,
+        agent: str | Agent[Any, Any],
         payloads: Iterable[dict[str, Any]],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
@@ -127,6 +155,7 @@ class Client:
         so `AsyncResult.get()` cannot read these runs: for bulky one-off outputs (search
         results) that would otherwise sit in Redis until `result_expires`.
         """
+        agent = agent if isinstance(agent, str) else agent.name
         spec = self.app.agents.get(agent)
         items = [dict(p) for p in payloads]
         keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(items)
@@ -205,9 +234,7 @@ class Client:
         on_progress: Progress | None = None,
     ) -> dict[str, Run]:
         """Block until every run reaches a final state; RunTimeout names how many did not.
-
-        Not for concurrent use from several threads: give each thread its own Client.
-        """
+        Several threads may wait at once on one client."""
         return self.waiter.wait_many(run_ids, timeout, on_progress)
 
     def wait(self, run_id: str, timeout: float | None = None) -> Run:

@@ -19,10 +19,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigError
-from conveyor.memory.schema import MemoryLimits
+from conveyor.pools import BUILTIN_POOLS, Pool
 from conveyor.signing import Signing, check_signing
 from conveyor.tls import TLS, check_tls
-from conveyor.workers.pools import BUILTIN_POOLS, Pool
 
 ENV_PREFIX = "CONVEYOR_"
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
@@ -34,6 +33,12 @@ MAX_BEAT_INTERVAL = 366 * 86400
 
 def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
+
+
+def is_redis_url(url: str | None) -> bool:
+    """Whether `url` is Redis (redis://, rediss://, redis+socket://): the one place that
+    answers "is the broker Redis?"."""
+    return url is not None and _scheme(url).startswith("redis")
 
 
 class Settings(BaseSettings):
@@ -111,6 +116,7 @@ class Settings(BaseSettings):
     broker's Redis beside its message for a worker to read it; 0 keeps every batch inside
     its message. A run that starts later fails with an error saying so."""
     _signing: Signing | None = PrivateAttr(default=None)
+    _embedded: bool = PrivateAttr(default=False)
 
     @field_validator("broker_url")
     @classmethod
@@ -123,7 +129,7 @@ class Settings(BaseSettings):
     @field_validator("cache_url")
     @classmethod
     def _check_cache(cls, value: str | None) -> str | None:
-        if value is not None and not _scheme(value).startswith("redis"):
+        if value is not None and not is_redis_url(value):
             raise ValueError(f"scheme {_scheme(value)!r} is not Redis; use redis://")
         return value
 
@@ -257,17 +263,20 @@ class Settings(BaseSettings):
             for name in ("broker_url", "result_backend", "cache_url", "database_url")
         }
 
-    def memory_limits(self) -> MemoryLimits:
-        return MemoryLimits(
-            max_content_bytes=self.memory_max_content_bytes,
-            max_batch=self.memory_max_batch,
-            max_ttl_seconds=self.memory_max_ttl_seconds,
-            max_window=self.memory_max_window,
-        )
-
     @property
     def redis_broker(self) -> bool:
-        return self.broker_url is not None and _scheme(self.broker_url).startswith("redis")
+        return is_redis_url(self.broker_url)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether a URL here is the embedded services' (`conveyor.app.resolve_services`)."""
+        return self._embedded
+
+    def with_embedded(self, **urls: str) -> Settings:
+        """A copy with `urls`, the embedded services' ones, set, and marked embedded."""
+        copy = self.model_copy(update=urls)
+        copy._embedded = True
+        return copy
 
     def pool(self, name: str) -> Pool:
         """The named pool, or a ConfigError listing the pools that exist."""

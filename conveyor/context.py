@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from conveyor.config import Settings
 from conveyor.errors import ConveyorError
-
-if TYPE_CHECKING:
-    from conveyor.app import ConveyorApp
 
 
 @dataclass(frozen=True)
 class RunContext:
-    app: ConveyorApp
+    """What a run needs from inside the agent: who it is, and the settings it runs under."""
+
     id: str
     agent: str
     pool: str
@@ -23,6 +21,8 @@ class RunContext:
     attempt: int
     root_id: str | None
     parent_id: str | None
+    settings: Settings
+    """The worker's settings, with the service URLs resolved."""
     on_finished: list[Callable[[], None]] = field(default_factory=list)
     """Called once the run's final state (succeeded, failed, rejected) is recorded, not
     before a retry: to drop what only this run needed. An exception is logged, not raised."""

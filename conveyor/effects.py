@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from conveyor.context import current_run
 from conveyor.models import jsonb
+from conveyor.models.db import engine_for
 from conveyor.models.effects import RunEffect
 
 T = TypeVar("T")
@@ -54,7 +55,7 @@ def effect_once(effect: Callable[[Connection], T], *, key: str | None = None) ->
     agent, marker_key = run.agent, _effect_key(key, run.id)
     this = (RunEffect.agent == agent) & (RunEffect.key == marker_key)
     mark = insert(RunEffect).values(agent=agent, key=marker_key, run_id=run.id)
-    with run.app.runs.engine.connect() as conn, conn.begin():
+    with engine_for(str(run.settings.database_url)).connect() as conn, conn.begin():
         if conn.execute(mark.on_conflict_do_nothing().returning(RunEffect.run_id)).first() is None:
             earlier = conn.execute(select(RunEffect.result).where(this)).scalar_one_or_none()
             return cast(T, jsonb.restore(earlier))

@@ -46,9 +46,13 @@ def install_redaction(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactSecrets())
 
 
-@after_setup_logger.connect
-@after_setup_task_logger.connect
 def _redact_celery_logs(logger: logging.Logger, **_: object) -> None:
     """Workers and beat: Celery has just set up its handlers; filter them too."""
     install_redaction(logger)
     install_redaction()
+
+
+def redact_celery_logs() -> None:
+    """Filter the handlers Celery sets up from now on (workers, beat); idempotent."""
+    for signal in (after_setup_logger, after_setup_task_logger):
+        signal.connect(_redact_celery_logs, weak=False, dispatch_uid="conveyor.redaction")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
+from conveyor.config import Settings
 from conveyor.forksafe import ProcessCache
 from conveyor.tls import TLS, cache_ssl
-
-if TYPE_CHECKING:
-    from conveyor.config import Settings
 
 T = TypeVar("T")
 _built: ProcessCache[tuple[str, int], tuple[Settings, Any]] = ProcessCache()

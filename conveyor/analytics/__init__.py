@@ -1,6 +1,6 @@
 """Analytics over agent_runs: incremental rollups, the report, and retention.
 
-Plain Python over SQL; the `analytics.*` agents in `conveyor.tasks.analytics` bind it to the
+Plain Python over SQL; the `analytics.*` agents in `conveyor.analytics.agents` bind it to the
 analytics pool, and `conveyor report` calls it directly.
 """
 

@@ -29,14 +29,12 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-if TYPE_CHECKING:
-    from conveyor.config import Settings
+from conveyor.config import Settings
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import difflib
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from conveyor.celery_app import ConveyorApp
 from conveyor.errors import ConfigError
-
-if TYPE_CHECKING:
-    from conveyor.app import ConveyorApp
 
 DEFAULT_SCHEDULE: dict[str, float] = {
     "analytics.rollup": 60,

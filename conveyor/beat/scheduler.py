@@ -9,9 +9,9 @@ from typing import Any, cast
 import kombu
 from celery.beat import ScheduleEntry, Scheduler
 
-from conveyor.app import ConveyorApp
 from conveyor.beat.leader import LeaderLock, entry_row, leader_name
 from conveyor.beat.schedule import beat_schedule
+from conveyor.celery_app import ConveyorApp
 
 log = logging.getLogger(__name__)
 

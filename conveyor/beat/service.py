@@ -8,8 +8,8 @@ from typing import Any
 
 from celery.beat import Service
 
-from conveyor.app import ConveyorApp
 from conveyor.beat.scheduler import LeaderScheduler
+from conveyor.celery_app import ConveyorApp
 from conveyor.workers.boot import wait_for_database
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from conveyor.app import ConveyorApp
 from conveyor.broker.amqp_queues import Progress, QueueRedeclarer, QueueReport, check_queues
 from conveyor.broker.redis_keys import LEGACY_SEP, RedisKeyUpgrade
+from conveyor.celery_app import ConveyorApp
 
 
 class BrokerMigration(BaseModel):

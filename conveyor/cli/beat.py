@@ -6,6 +6,8 @@ import logging
 
 import click
 
+from conveyor.beat.schedule import beat_schedule, describe
+from conveyor.beat.service import run_beat
 from conveyor.cli.common import get_app, json_option, print_json, print_table
 from conveyor.cli.services import LOGLEVELS
 
@@ -24,7 +26,6 @@ def beat(loglevel: str, show: bool, as_json: bool) -> None:
     ({"memory.sweep": 120, "vector.maintain": 0}: seconds, 0 or null disables) or a
     `beat_schedule` in celeryconfig.py.
     """
-    from conveyor.beat.schedule import beat_schedule, describe
 
     app = get_app()
     entries = beat_schedule(app)
@@ -35,7 +36,6 @@ def beat(loglevel: str, show: bool, as_json: bool) -> None:
         else:
             print_table("beat schedule", ["entry", "task", "every"], rows)
         return
-    from conveyor.beat.service import run_beat
 
     logging.getLogger().setLevel(loglevel.upper())
     click.echo(

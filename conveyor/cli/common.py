@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.app import ConveyorApp, create_app
+from conveyor.app import create_app, resolve_services
+from conveyor.celery_app import ConveyorApp
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -46,12 +47,17 @@ class Age(click.ParamType[timedelta, Any]):
         return age
 
 
+def build_app() -> ConveyorApp:
+    """The configured app, the embedded services started (and migrated) for unset URLs."""
+    return create_app(resolve_services())
+
+
 def get_app() -> ConveyorApp:
     """The app for this invocation, built (and embedded services started) on first use."""
     ctx = click.get_current_context()
     root = ctx.find_root()
     if not isinstance(root.obj, ConveyorApp):
-        root.obj = create_app()
+        root.obj = build_app()
     return root.obj
 
 

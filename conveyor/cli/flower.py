@@ -7,7 +7,7 @@ import ipaddress
 
 import click
 
-from conveyor.app import ConveyorApp
+from conveyor.celery_app import ConveyorApp
 from conveyor.cli.common import get_app
 from conveyor.config import Settings, load_settings
 from conveyor.errors import ConfigError, ConveyorError

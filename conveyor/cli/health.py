@@ -21,10 +21,11 @@ from celery import Celery
 from celery.utils.nodenames import default_nodename, host_format
 
 from conveyor.agents import Registry
-from conveyor.app import _user_overrides, celery_config
+from conveyor.app import celery_settings
 from conveyor.config import Settings, load_settings
 from conveyor.embedded import Embedded
 from conveyor.errors import ConveyorError
+from conveyor.models.migrate import head_revision, not_migrated
 
 DEFAULT_TIMEOUT = 5.0
 EXPORTER_URL = "http://127.0.0.1:9810/healthz"
@@ -99,10 +100,11 @@ def probe_settings() -> Settings:
 
 
 def probe_app(settings: Settings) -> Celery:
-    """A bare Celery app with conveyor's broker settings (queue prefix, control exchange,
-    transport options, celeryconfig.py overrides), but no agents: cheap to build."""
+    """A bare Celery app with the Celery settings `create_app` gives conveyor's app (queue
+    prefix, control exchange, transport options, celeryconfig.py overrides), but no agents:
+    cheap to build."""
     app = Celery("conveyor-health", set_as_current=False)
-    app.config_from_object(celery_config(settings, Registry()) | _user_overrides())
+    app.config_from_object(celery_settings(settings, Registry()))
     return app
 
 
@@ -144,8 +146,6 @@ def check_database(url: str, timeout: float) -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
-
-    from conveyor.models.migrate import head_revision, not_migrated
 
     engine = create_engine(
         url, poolclass=NullPool, connect_args={"connect_timeout": max(1, round(timeout))}

@@ -11,6 +11,7 @@ import click
 from conveyor.cli.common import get_app, json_option, print_json
 from conveyor.config import load_settings
 from conveyor.embedded import Embedded
+from conveyor.metrics.autoscale import LocalAutoscaler
 from conveyor.models.migrate import current_revision, head_revision, upgrade
 from conveyor.workers.boot import run_worker
 from conveyor.workers.supervisor import Supervisor
@@ -56,8 +57,6 @@ def up(pools: tuple[str, ...], loglevel: str, autoscale_interval: float | None) 
         app.settings.pool(name)
     stop = stop_on_signals()
     if autoscale_interval is not None:
-        from conveyor.metrics.autoscale import LocalAutoscaler
-
         click.echo(f"conveyor up: autoscaling {', '.join(names)}; Ctrl-C to stop", err=True)
         LocalAutoscaler(
             app,

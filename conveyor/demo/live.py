@@ -13,7 +13,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from conveyor.app import ConveyorApp
+from conveyor.celery_app import ConveyorApp
 from conveyor.metrics import QueueReader
 
 

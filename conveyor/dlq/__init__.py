@@ -3,7 +3,7 @@ for `conveyor dlq list|show|replay|purge`. Plain Python: no Celery in here."""
 
 from conveyor.dlq.entry import DeadLetterEntry, NewDeadLetter
 from conveyor.dlq.store import DeadLetterStore, ReplayOutcome
-from conveyor.models.deadletters import DeadLetterReason
+from conveyor.dlq.table import DeadLetterReason
 
 __all__ = [
     "DeadLetterEntry",

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from conveyor.models.deadletters import DeadLetterReason
+from conveyor.dlq.table import DeadLetterReason
 from conveyor.redaction import mask_secrets
 from conveyor.runs.statements import ERROR_MESSAGE_CHARS
 

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from kombu.exceptions import ContentDisallowed
 
-from conveyor.models.deadletters import DeadLetterReason
+from conveyor.dlq.table import DeadLetterReason
 
 
 class Verdict(NamedTuple):

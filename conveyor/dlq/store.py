@@ -13,8 +13,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import ColumnElement
 
 from conveyor.dlq.entry import DeadLetterEntry, NewDeadLetter, error_entry
+from conveyor.dlq.table import REPLAYABLE, DeadLetter
 from conveyor.models import jsonb
-from conveyor.models.deadletters import REPLAYABLE, DeadLetter
 from conveyor.runs.notify import NOTIFY_CHANNEL
 from conveyor.runs.status import FINAL_STATUSES, RunStatus
 from conveyor.runs.table import AgentRun

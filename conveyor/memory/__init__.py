@@ -1,14 +1,14 @@
 """Prompt memory: conversation turns, prompts and facts per namespace and session.
 
 Plain Python over PostgreSQL with a Redis cache of recall windows; the `memory.*` agents in
-`conveyor.tasks.memory` bind it to the memory pool, and `Client.memory` calls them.
+`conveyor.memory.agents` bind it to the memory pool, and `Client.memory` calls them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from conveyor.config import Settings
 from conveyor.memory.cache import RecallCache
+from conveyor.memory.hybrid import MemoryVectors
 from conveyor.memory.schema import (
     ForgetRequest,
     Forgotten,
@@ -30,9 +30,9 @@ from conveyor.memory.schema import (
     Window,
 )
 from conveyor.memory.store import MemoryStore
-
-if TYPE_CHECKING:
-    from conveyor.config import Settings
+from conveyor.models.db import engine_for
+from conveyor.services import cache_client, per_process
+from conveyor.vector import service_for
 
 __all__ = [
     "ForgetRequest",
@@ -61,18 +61,14 @@ __all__ = [
 
 def store_for(settings: Settings) -> MemoryStore:
     """This process's MemoryStore for `settings` (services already resolved)."""
-    from conveyor.models.db import engine_for
-    from conveyor.services import cache_client, per_process
 
     def build() -> MemoryStore:
-        from conveyor.memory.hybrid import MemoryVectors
-        from conveyor.vector import service_for
 
         assert settings.database_url is not None
         return MemoryStore(
             engine_for(settings.database_url),
             RecallCache(cache_client(settings.cache_url, settings.tls), settings.cache_ttl),
-            settings.memory_limits(),
+            MemoryLimits.from_settings(settings),
             MemoryVectors(service_for(settings)),
         )
 

@@ -1,80 +1,28 @@
-"""`Client.memory`: the memory agents as Python calls (submit, then wait for the result)."""
+"""`Client.memory`: the memory agents as typed Python calls.
+
+Each call runs its `memory.*` agent and returns the typed result; `.submit(...)` on any of
+them (`client.memory.recall.submit(...)`) returns a `RunHandle` at once instead.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
-
-from conveyor.memory.schema import (
-    Forgotten,
-    RememberResult,
-    SearchResult,
-    Stats,
-    Swept,
-    Window,
-)
-
-if TYPE_CHECKING:
-    from conveyor.client import Client
-
-M = TypeVar("M", bound=BaseModel)
+from conveyor.facade import Facade, operation
+from conveyor.memory import agents
 
 
 def _drop_none(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-class MemoryAPI:
-    """Each method runs its `memory.*` agent and returns the typed result; the `*_async`
-    forms return the run id at once, for `Client.wait()` or `Client.result()` later."""
+class MemoryAPI(Facade):
+    """Prompt memory on a client: remember, recall, search, forget, stats, sweep."""
 
-    def __init__(self, client: Client, timeout: float | None = 60.0) -> None:
-        self.client = client
-        self.timeout = timeout
+    timeout: float | None = 60.0
 
-    def _result(self, run_id: str, model: type[M]) -> M:
-        return model.model_validate(self.client.result(run_id, timeout=self.timeout))
-
-    @staticmethod
-    def _remember_payload(
-        namespace: str,
-        session: str,
-        content: str | None,
-        items: list[dict[str, Any]] | None,
-        dedup: bool,
-        item_fields: dict[str, Any],
-        embed: bool = False,
-    ) -> dict[str, Any]:
-        if (content is None) == (items is None):
-            raise ValueError("give either content (one item) or items (a batch), not both")
-        batch = items if items is not None else [{"content": content, **_drop_none(**item_fields)}]
-        return {
-            "namespace": namespace,
-            "session": session,
-            "items": batch,
-            "dedup": dedup,
-            "embed": embed,
-        }
-
-    def remember_async(
-        self,
-        namespace: str,
-        session: str,
-        content: str | None = None,
-        *,
-        items: list[dict[str, Any]] | None = None,
-        role: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        ttl_seconds: float | None = None,
-        dedup: bool = True,
-        embed: bool = False,
-    ) -> str:
-        fields = {"role": role, "metadata": metadata, "ttl_seconds": ttl_seconds}
-        payload = self._remember_payload(namespace, session, content, items, dedup, fields, embed)
-        return self.client.submit("memory.remember", payload)
-
+    @operation(agents.remember)
     def remember(
         self,
         namespace: str,
@@ -87,40 +35,24 @@ class MemoryAPI:
         ttl_seconds: float | None = None,
         dedup: bool = True,
         embed: bool = False,
-    ) -> RememberResult:
+    ) -> dict[str, Any]:
         """Remember one item (`content`, with role/metadata/ttl_seconds) or a batch (`items`);
         `embed=True` also indexes them for hybrid search."""
-        run_id = self.remember_async(
-            namespace,
-            session,
-            content,
-            items=items,
-            role=role,
-            metadata=metadata,
-            ttl_seconds=ttl_seconds,
-            dedup=dedup,
-            embed=embed,
-        )
-        return self._result(run_id, RememberResult)
+        if (content is None) == (items is None):
+            raise ValueError("give either content (one item) or items (a batch), not both")
+        one = {
+            "content": content,
+            **_drop_none(role=role, metadata=metadata, ttl_seconds=ttl_seconds),
+        }
+        return {
+            "namespace": namespace,
+            "session": session,
+            "items": items if items is not None else [one],
+            "dedup": dedup,
+            "embed": embed,
+        }
 
-    def recall_async(
-        self,
-        namespace: str,
-        session: str,
-        *,
-        last: int | None = None,
-        since: datetime | None = None,
-        max_tokens: int | None = None,
-    ) -> str:
-        payload = _drop_none(
-            namespace=namespace,
-            session=session,
-            last=last,
-            since=since.isoformat() if since else None,
-            max_tokens=max_tokens,
-        )
-        return self.client.submit("memory.recall", payload)
-
+    @operation(agents.recall)
     def recall(
         self,
         namespace: str,
@@ -129,37 +61,17 @@ class MemoryAPI:
         last: int | None = None,
         since: datetime | None = None,
         max_tokens: int | None = None,
-    ) -> Window:
+    ) -> dict[str, Any]:
         """The session's newest items within every bound given, oldest first."""
-        run_id = self.recall_async(
-            namespace, session, last=last, since=since, max_tokens=max_tokens
-        )
-        return self._result(run_id, Window)
-
-    def search_async(
-        self,
-        namespace: str,
-        query: str,
-        *,
-        session: str | None = None,
-        where: dict[str, Any] | None = None,
-        limit: int = 10,
-        mode: str = "text",
-        rrf_k: int = 60,
-        candidates: int = 50,
-    ) -> str:
-        payload = _drop_none(
+        return _drop_none(
             namespace=namespace,
-            query=query,
             session=session,
-            where=where,
-            limit=limit,
-            mode=mode,
-            rrf_k=rrf_k,
-            candidates=candidates,
+            last=last,
+            since=since.isoformat() if since else None,
+            max_tokens=max_tokens,
         )
-        return self.client.submit("memory.search", payload)
 
+    @operation(agents.search)
     def search(
         self,
         namespace: str,
@@ -171,16 +83,16 @@ class MemoryAPI:
         mode: str = "text",
         rrf_k: int = 60,
         candidates: int = 50,
-    ) -> SearchResult:
+    ) -> dict[str, Any]:
         """Full-text search in a namespace, best first; `where` filters on metadata.
 
         mode="hybrid" fuses it with vector similarity (items remembered with embed=True) by
         reciprocal rank fusion: score = sum of 1 / (rrf_k + rank) over the two rankings,
         each cut to `candidates` items.
         """
-        run_id = self.search_async(
-            namespace,
-            query,
+        return _drop_none(
+            namespace=namespace,
+            query=query,
             session=session,
             where=where,
             limit=limit,
@@ -188,26 +100,8 @@ class MemoryAPI:
             rrf_k=rrf_k,
             candidates=candidates,
         )
-        return self._result(run_id, SearchResult)
 
-    def forget_async(
-        self,
-        namespace: str,
-        *,
-        ids: list[str] | None = None,
-        session: str | None = None,
-        where: dict[str, Any] | None = None,
-        everything: bool = False,
-    ) -> str:
-        payload = _drop_none(
-            namespace=namespace,
-            ids=ids,
-            session=session,
-            where=where,
-            everything=True if everything else None,
-        )
-        return self.client.submit("memory.forget", payload)
-
+    @operation(agents.forget)
     def forget(
         self,
         namespace: str,
@@ -216,18 +110,22 @@ class MemoryAPI:
         session: str | None = None,
         where: dict[str, Any] | None = None,
         everything: bool = False,
-    ) -> Forgotten:
+    ) -> dict[str, Any]:
         """Delete by ids, session or metadata filter (combined), or the whole namespace."""
-        run_id = self.forget_async(
-            namespace, ids=ids, session=session, where=where, everything=everything
+        return _drop_none(
+            namespace=namespace,
+            ids=ids,
+            session=session,
+            where=where,
+            everything=True if everything else None,
         )
-        return self._result(run_id, Forgotten)
 
-    def stats(self, namespace: str) -> Stats:
+    @operation(agents.stats)
+    def stats(self, namespace: str) -> dict[str, Any]:
         """Sessions, items, bytes, oldest and newest item of a namespace."""
-        return self._result(self.client.submit("memory.stats", {"namespace": namespace}), Stats)
+        return {"namespace": namespace}
 
-    def sweep(self, batch_size: int = 1000, max_batches: int = 100) -> Swept:
+    @operation(agents.sweep)
+    def sweep(self, batch_size: int = 1000, max_batches: int = 100) -> dict[str, Any]:
         """Delete expired items now, in bounded batches."""
-        payload = {"batch_size": batch_size, "max_batches": max_batches}
-        return self._result(self.client.submit("memory.sweep", payload), Swept)
+        return {"batch_size": batch_size, "max_batches": max_batches}

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from conveyor.background import background_writer
+from conveyor.services import cache_client
 
 log = logging.getLogger(__name__)
 PREFIX = "conveyor:memory"
@@ -47,7 +48,6 @@ class RecallCache:
     @classmethod
     def from_url(cls, url: str | None, ttl: float = 60.0) -> RecallCache:
         """A cache on `url` (redis://, rediss://, redis+socket://), or a disabled one."""
-        from conveyor.services import cache_client
 
         return cls(cache_client(url), ttl)
 

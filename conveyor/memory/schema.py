@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from conveyor.config import Settings
 from conveyor.filters import Where
 from conveyor.models.jsonb import NUL, reject_nul
 
@@ -41,10 +42,20 @@ class MemoryLimits(BaseModel):
     max_window: int = 10_000
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> MemoryLimits:
+        """The limits of CONVEYOR_MEMORY_MAX_* (the `memory_max_*` settings)."""
+        return cls(
+            max_content_bytes=settings.memory_max_content_bytes,
+            max_batch=settings.memory_max_batch,
+            max_ttl_seconds=settings.memory_max_ttl_seconds,
+            max_window=settings.memory_max_window,
+        )
+
+    @classmethod
     def of(cls, info: ValidationInfo) -> MemoryLimits:
         """The limits in the validation context (the app's settings), else the defaults."""
         settings = (info.context or {}).get("settings")
-        return settings.memory_limits() if settings is not None else _DEFAULT_LIMITS
+        return cls.from_settings(settings) if settings is not None else _DEFAULT_LIMITS
 
 
 _DEFAULT_LIMITS = MemoryLimits()

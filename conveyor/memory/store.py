@@ -1,6 +1,6 @@
 """MemoryStore: remember, recall, search, forget, stats and sweep, on PostgreSQL.
 
-Plain Python with no Celery in it; `conveyor.tasks.memory` binds it to the memory pool.
+Plain Python with no Celery in it; `conveyor.memory.agents` binds it to the memory pool.
 Every query is scoped by namespace with bound parameters, and no expired item is ever
 returned, swept or not.
 """
@@ -52,8 +52,8 @@ from conveyor.memory.schema import (
     Swept,
     Window,
 )
+from conveyor.memory.table import FTS_CONFIG, MemoryItem, MemorySession
 from conveyor.memory.text import content_hash, count_tokens, escape_nul, unescape_nul
-from conveyor.models.memory import FTS_CONFIG, MemoryItem, MemorySession
 
 _live = or_(MemoryItem.expires_at.is_(None), MemoryItem.expires_at > func.now())
 _COPY = (

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from conveyor.app import ConveyorApp
+from conveyor.celery_app import ConveyorApp
 from conveyor.metrics.queues import QueueReader
 from conveyor.metrics.scaling import ScaleDecision, desired_replicas
 from conveyor.workers.supervisor import stop_processes, worker_command, worker_env

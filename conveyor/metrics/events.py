@@ -17,7 +17,7 @@ from typing import Any
 from celery.events.state import State
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from conveyor.app import ConveyorApp
+from conveyor.celery_app import ConveyorApp
 from conveyor.metrics.queues import epoch
 from conveyor.workers.inspect import pool_of
 

@@ -22,7 +22,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, gzip_accepted
 from prometheus_client.registry import Collector
 
-from conveyor.app import ConveyorApp
+from conveyor.celery_app import ConveyorApp
 from conveyor.metrics.beat import BEAT_TTL, BeatCollector
 from conveyor.metrics.deadletters import DLQ_TTL, DeadLetterCollector
 from conveyor.metrics.events import TaskEvents

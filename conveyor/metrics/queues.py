@@ -19,8 +19,9 @@ from typing import Any, Literal
 from kombu.exceptions import ChannelError
 from pydantic import BaseModel
 
-from conveyor.app import ConveyorApp
 from conveyor.broker.redis_keys import LEGACY_SEP, PRIORITY_STEPS
+from conveyor.celery_app import ConveyorApp
+from conveyor.metrics.rabbitmq import management_counts
 
 Source = Literal["redis", "amqp-passive-declare", "amqp-management-api"]
 
@@ -222,8 +223,6 @@ class AmqpQueues:
             raise
         extra: dict[str, tuple[int, float | None]] = {}
         if self.management_url:
-            from conveyor.metrics.rabbitmq import management_counts
-
             extra = management_counts(self.management_url, self._connection.virtual_host or "/")
         now = time.time()
         source: Source = "amqp-management-api" if self.management_url else "amqp-passive-declare"
@@ -262,10 +261,9 @@ class QueueReader:
     """The broker's queue state, cached for `ttl` seconds so scrapes stay cheap."""
 
     def __init__(self, app: ConveyorApp, ttl: float = 1.0) -> None:
-        broker = str(app.conf.broker_url or "")
         self.source: RedisQueues | AmqpQueues = (
             RedisQueues(app)
-            if broker.startswith("redis")
+            if app.uses_redis
             else AmqpQueues(app, app.settings.rabbitmq_management_url)
         )
         self.ttl = ttl

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel
 
 from conveyor.metrics.queues import QueueState
-from conveyor.workers.pools import Pool
+from conveyor.pools import Pool
 
 
 class ScaleInputs(BaseModel):

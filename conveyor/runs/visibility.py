@@ -8,16 +8,28 @@ and then for the run, so countdown + hard time limit must stay below the timeout
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from conveyor.agents import Agent
-    from conveyor.app import ConveyorApp
+from conveyor.agents import AnyAgent
+from conveyor.config import Settings
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600
 """kombu's own, when broker_transport_options set none."""
 MARGIN = 1.0
 """Seconds kept free for publishing, polling and clock differences."""
+
+
+class BrokerSide(Protocol):
+    """What the limits read of an app: its broker, transport options and settings."""
+
+    @property
+    def uses_redis(self) -> bool: ...
+
+    @property
+    def conf(self) -> Any: ...
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 def redelivery_options(visibility_timeout: int) -> dict[str, Any]:
@@ -30,7 +42,7 @@ def redelivery_options(visibility_timeout: int) -> dict[str, Any]:
     }
 
 
-def countdown_limit(app: ConveyorApp, spec: Agent) -> float | None:
+def countdown_limit(app: BrokerSide, spec: AnyAgent) -> float | None:
     """The longest countdown a run of `spec` may wait at a worker without being handed to a
     second worker; None when the broker has no visibility timeout (RabbitMQ)."""
     if not app.uses_redis:
@@ -41,13 +53,13 @@ def countdown_limit(app: ConveyorApp, spec: Agent) -> float | None:
     return max(0.0, visibility - hard - MARGIN)
 
 
-def retry_backoff_max(app: ConveyorApp, spec: Agent) -> int:
+def retry_backoff_max(app: BrokerSide, spec: AnyAgent) -> int:
     """The agent's longest retry backoff, lowered where needed to fit the countdown limit."""
     limit = countdown_limit(app, spec)
     return spec.retry_backoff_max if limit is None else min(spec.retry_backoff_max, int(limit))
 
 
-def check_countdown(app: ConveyorApp, spec: Agent, countdown: float) -> None:
+def check_countdown(app: BrokerSide, spec: AnyAgent, countdown: float) -> None:
     """Refuse a countdown that would make Redis deliver the run twice."""
     if countdown < 0:
         raise ValueError(f"countdown must be 0 or more seconds, got {countdown:g}")

@@ -1,14 +1,16 @@
 """Vector search: collections of embeddings in faiss replicas, PostgreSQL as the truth.
 
 Plain Python (`VectorService`, `VectorStore`, `Replica`, embedders); the `vector.*` agents in
-`conveyor.tasks.vector` bind it to the vector pool, and `Client.vector` calls them. Nothing
+`conveyor.vector.agents` bind it to the vector pool, and `Client.vector` calls them. Nothing
 here imports faiss until a replica is first built, which in a worker is after the fork.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from conveyor.blobs import blob_store_for
+from conveyor.config import Settings
+from conveyor.models.db import engine_for
+from conveyor.services import cache_client, per_process
 from conveyor.vector.embedders import Embedder, HashingEmbedder, get_embedder
 from conveyor.vector.schema import (
     Collection,
@@ -29,9 +31,6 @@ from conveyor.vector.schema import (
 )
 from conveyor.vector.service import EmbeddingCache, VectorService
 from conveyor.vector.store import VectorStore
-
-if TYPE_CHECKING:
-    from conveyor.config import Settings
 
 __all__ = [
     "Collection",
@@ -61,9 +60,6 @@ __all__ = [
 
 def service_for(settings: Settings) -> VectorService:
     """This process's VectorService for `settings` (services already resolved)."""
-    from conveyor.blobs import blob_store_for
-    from conveyor.models.db import engine_for
-    from conveyor.services import cache_client, per_process
 
     def build() -> VectorService:
         assert settings.database_url is not None

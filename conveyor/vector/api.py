@@ -1,35 +1,23 @@
-"""`Client.vector`: the vector agents as Python calls (submit, then wait for the result)."""
+"""`Client.vector`: the vector agents as typed Python calls.
+
+Each call runs its `vector.*` agent and returns the typed result; `.submit(...)` on any of
+them (`client.vector.search.submit(...)`) returns a `RunHandle` at once instead.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel
 
 from conveyor.blobs import BLOB_FROM_BYTES, BlobStore, blob_store_for
 from conveyor.errors import InvalidInput
-from conveyor.vector.schema import (
-    Collection,
-    Deleted,
-    Dropped,
-    SearchResult,
-    Snapshotted,
-    Stats,
-    Upserted,
-    check_finite,
-    encode_vector,
-    matrix_rows,
-)
-
-if TYPE_CHECKING:
-    from conveyor.client import Client
-
-M = TypeVar("M", bound=BaseModel)
-
+from conveyor.facade import Facade, Request, operation
+from conveyor.vector import agents
+from conveyor.vector.schema import check_finite, encode_vector, matrix_rows
 
 Queries = Sequence[str | Sequence[float]] | npt.NDArray[Any]
 """Texts, vectors, or a 2-D array of vectors (one row per query)."""
@@ -67,18 +55,15 @@ def _item(item: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "vector_b64": encode_vector(item["vector"])}
 
 
-class VectorAPI:
-    """Each method runs its `vector.*` agent and returns the typed result; `upsert_async` and
-    `search_async` return the run id at once. Vectors travel as base64 float32 (`vector_b64`);
-    a plain Celery client may send JSON lists (`vector`) instead."""
+class VectorAPI(Facade):
+    """Vector search on a client. Vectors travel as base64 float32 (`vector_b64`); a plain
+    Celery client may send JSON lists (`vector`) instead."""
 
-    def __init__(self, client: Client, timeout: float | None = 120.0) -> None:
-        self.client = client
-        self.timeout = timeout
+    timeout: float | None = 120.0
 
     @cached_property
     def _blobs(self) -> BlobStore | None:
-        return blob_store_for(self.client.app.settings)
+        return blob_store_for(self.sender.settings)
 
     def _blob_matrix(self, queries: Queries) -> tuple[dict[str, Any], str] | None:
         """A batch of 64 KiB or more, checked here and left in the broker's Redis beside
@@ -94,10 +79,7 @@ class VectorAPI:
         key = self._blobs.put(np.ascontiguousarray(matrix, dtype="<f4").tobytes())
         return {"matrix": {"dim": matrix.shape[1], "blob": key}}, key
 
-    def _run(self, agent: str, payload: dict[str, Any], model: type[M]) -> M:
-        run_id = self.client.submit(agent, payload)
-        return model.model_validate(self.client.result(run_id, timeout=self.timeout))
-
+    @operation(agents.create_collection)
     def create_collection(
         self,
         name: str,
@@ -109,7 +91,7 @@ class VectorAPI:
         exist_ok: bool = False,
         ef_search: int | None = None,
         nprobe: int | None = None,
-    ) -> Collection:
+    ) -> dict[str, Any]:
         """A collection; `dim` defaults to the embedder's, `index` is auto|flat|hnsw|ivf;
         `ef_search` (auto, hnsw) and `nprobe` (ivf) set the default breadth of its searches."""
         payload: dict[str, Any] = {
@@ -120,63 +102,22 @@ class VectorAPI:
             "index": index,
             "exist_ok": exist_ok,
         }
-        if ef_search is not None:
-            payload["ef_search"] = ef_search
-        if nprobe is not None:
-            payload["nprobe"] = nprobe
-        return self._run("vector.create_collection", payload, Collection)
+        return payload | _given(ef_search=ef_search, nprobe=nprobe)
 
-    def drop_collection(self, name: str, *, missing_ok: bool = False) -> Dropped:
-        payload = {"name": name, "missing_ok": missing_ok}
-        return self._run("vector.drop_collection", payload, Dropped)
+    @operation(agents.drop_collection)
+    def drop_collection(self, name: str, *, missing_ok: bool = False) -> dict[str, Any]:
+        return {"name": name, "missing_ok": missing_ok}
 
-    def upsert_async(self, collection: str, items: list[dict[str, Any]]) -> str:
-        payload = {"collection": collection, "items": [_item(i) for i in items]}
-        return self.client.submit("vector.upsert", payload)
-
-    def upsert(self, collection: str, items: list[dict[str, Any]]) -> Upserted:
+    @operation(agents.upsert)
+    def upsert(self, collection: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Write items `{"id", "vector" and/or "text", "metadata"}`, all or none."""
-        run_id = self.upsert_async(collection, items)
-        return Upserted.model_validate(self.client.result(run_id, timeout=self.timeout))
+        return {"collection": collection, "items": [_item(i) for i in items]}
 
-    def delete(self, collection: str, ids: list[str]) -> Deleted:
-        return self._run("vector.delete", {"collection": collection, "ids": ids}, Deleted)
+    @operation(agents.delete)
+    def delete(self, collection: str, ids: list[str]) -> dict[str, Any]:
+        return {"collection": collection, "ids": ids}
 
-    def search_async(
-        self,
-        collection: str,
-        queries: Queries,
-        *,
-        k: int = 10,
-        where: dict[str, Any] | None = None,
-        min_seq: int | None = None,
-        include: Sequence[str] = ("metadata", "text"),
-        ef_search: int | None = None,
-        nprobe: int | None = None,
-    ) -> str:
-        """Submit a search and return its run id. Read the result with `client.result`: it
-        is kept in PostgreSQL only, not in Celery's result backend (`celery_result=False`)."""
-        blob = self._blob_matrix(queries)
-        payload: dict[str, Any] = {
-            "collection": collection,
-            **(blob[0] if blob else _queries(queries)),
-            "k": k,
-            "where": where or {},
-            "include": list(include),
-        }
-        if min_seq is not None:
-            payload["min_seq"] = min_seq
-        if ef_search is not None:
-            payload["ef_search"] = ef_search
-        if nprobe is not None:
-            payload["nprobe"] = nprobe
-        try:
-            return self.client.submit("vector.search", payload, celery_result=False)
-        except BaseException:
-            if blob is not None and self._blobs is not None:
-                self._blobs.delete(blob[1])
-            raise
-
+    @operation(agents.search)
     def search(
         self,
         collection: str,
@@ -188,27 +129,37 @@ class VectorAPI:
         include: Sequence[str] = ("metadata", "text"),
         ef_search: int | None = None,
         nprobe: int | None = None,
-    ) -> SearchResult:
+    ) -> Request:
         """k best matches per query (a text or a vector); `min_seq` reads your writes;
         `include` picks what comes with ids and scores ("metadata", "text", "vector"; `()` is
         fastest); `ef_search` widens (or narrows) an HNSW search, default max(192, 8k), and
         `nprobe` an IVF one (lists searched, at most all), default about half the lists; a
-        collection's own defaults come before those."""
-        run_id = self.search_async(
-            collection,
-            queries,
-            k=k,
-            where=where,
-            min_seq=min_seq,
-            include=include,
-            ef_search=ef_search,
-            nprobe=nprobe,
-        )
-        return SearchResult.model_validate(self.client.result(run_id, timeout=self.timeout))
+        collection's own defaults come before those.
 
-    def snapshot(self, collection: str) -> Snapshotted:
+        The output is kept in PostgreSQL only, not in Celery's result backend."""
+        blob = self._blob_matrix(queries)
+        payload: dict[str, Any] = {
+            "collection": collection,
+            **(blob[0] if blob else _queries(queries)),
+            "k": k,
+            "where": where or {},
+            "include": list(include),
+        }
+        payload |= _given(min_seq=min_seq, ef_search=ef_search, nprobe=nprobe)
+        store, key = self._blobs, blob[1] if blob else None
+        on_error = (lambda: store.delete(key)) if store is not None and key else None
+        return Request(payload, celery_result=False, on_error=on_error)
+
+    @operation(agents.snapshot)
+    def snapshot(self, collection: str) -> dict[str, Any]:
         """Have one vector worker write its replica of the collection to disk."""
-        return self._run("vector.snapshot", {"collection": collection}, Snapshotted)
+        return {"collection": collection}
 
-    def stats(self, collection: str) -> Stats:
-        return self._run("vector.stats", {"collection": collection}, Stats)
+    @operation(agents.stats)
+    def stats(self, collection: str) -> dict[str, Any]:
+        return {"collection": collection}
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were set (None means the agent's default)."""
+    return {k: v for k, v in options.items() if v is not None}

@@ -1,6 +1,6 @@
 """VectorService: the vector agents' logic over VectorStore, replicas and embedders.
 
-Plain Python with no Celery in it; `conveyor.tasks.vector` binds it to the vector pool.
+Plain Python with no Celery in it; `conveyor.vector.agents` binds it to the vector pool.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from conveyor.errors import InvalidInput
 from conveyor.filters import Where, where_clause
-from conveyor.models.vector import VectorCollection, VectorItem
 from conveyor.vector.embedders import Vectors
 from conveyor.vector.schema import Collection, CreateCollection
+from conveyor.vector.table import VectorCollection, VectorItem
 
 _DETAILS = select(VectorItem.seq, VectorItem.id, VectorItem.meta, VectorItem.text).where(
     VectorItem.collection == bindparam("name"),

@@ -1,5 +1,2 @@
-"""Pool definitions and worker boot: what a `conveyor worker` process is made of."""
-
-from conveyor.workers.pools import BUILTIN_POOLS, Pool
-
-__all__ = ["BUILTIN_POOLS", "Pool"]
+"""The worker side: an agent run as a pipeline of steps (pipeline.py, steps.py), the Celery
+task that runs it (task.py), and what a `conveyor worker` process is made of."""

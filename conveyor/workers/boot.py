@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from conveyor.app import ConveyorApp
 from conveyor.broker.migrate import check_worker_queues
+from conveyor.celery_app import ConveyorApp
 from conveyor.errors import ServiceUnavailable
 from conveyor.models.migrate import check_migrated
 

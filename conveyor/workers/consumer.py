@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import ContentDisallowed
 from vine import promise
 
+from conveyor.celery_app import ConveyorApp
 from conveyor.dlq.entry import NewDeadLetter
 from conveyor.dlq.poison import Verdict, screen
-from conveyor.models.deadletters import DeadLetterReason
-
-if TYPE_CHECKING:
-    from conveyor.app import ConveyorApp
+from conveyor.dlq.table import DeadLetterReason
 
 EVENT_FLUSH_INTERVAL = 0.05
 """Seconds a buffered task event may wait before it is published (Flower's delay at most)."""

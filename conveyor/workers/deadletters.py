@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
+from celery import Task
+
+from conveyor.celery_app import ConveyorApp
 from conveyor.dlq.entry import NewDeadLetter, error_entry
-from conveyor.models.deadletters import DeadLetterReason
-
-if TYPE_CHECKING:
-    from conveyor.app import ConveyorApp
-    from conveyor.workers.task import AgentTask
+from conveyor.dlq.table import DeadLetterReason
 
 
 def dead_letter_run(
-    task: AgentTask,
+    task: Task[Any, Any],
+    pool: str,
     reason: DeadLetterReason,
     error_type: str,
     message: str,
@@ -23,7 +23,7 @@ def dead_letter_run(
 ) -> None:
     """Write the run's task message, rebuilt from its request as Celery's own retry does,
     to its pool's dead-letter queue, with the run's error history and this last error."""
-    app: ConveyorApp = task.app  # type: ignore[assignment]
+    app = cast(ConveyorApp, task.app)
     req = task.request
     delivery = req.delivery_info or {}
     headers: dict[str, Any] = {
@@ -49,7 +49,7 @@ def dead_letter_run(
             body=body,
             headers=headers,
             properties={"priority": delivery.get("priority")},
-            pool=task.agent.pool,
+            pool=pool,
             queue=delivery.get("routing_key"),
             run_id=req.id,
             task=task.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from conveyor.app import ConveyorApp
+from conveyor.celery_app import ConveyorApp
 
 
 def pool_of(node_name: str) -> str:

@@ -6,14 +6,12 @@ one."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import bootsteps
 
 from conveyor.broker.redis_keys import RedisKeyUpgrade
-
-if TYPE_CHECKING:
-    from conveyor.app import ConveyorApp
+from conveyor.celery_app import ConveyorApp
 
 log = logging.getLogger(__name__)
 

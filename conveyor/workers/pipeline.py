@@ -23,21 +23,19 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn
 
+from celery import Task
 from celery.exceptions import Retry
 from pydantic import BaseModel
 
+from conveyor.agents import AnyAgent
+from conveyor.celery_app import ConveyorApp
+from conveyor.context import RunContext
 from conveyor.errors import InvalidInput
 from conveyor.runs.records import NewRun, Outcome
 from conveyor.runs.status import RunStatus
 from conveyor.workers.asyncloop import run_coroutine
-
-if TYPE_CHECKING:
-    from conveyor.agents import Agent
-    from conveyor.app import ConveyorApp
-    from conveyor.context import RunContext
-    from conveyor.workers.task import AgentTask
 
 
 def now() -> datetime:
@@ -108,7 +106,9 @@ def _traceback(error: BaseException | None) -> str | None:
 class RunState:
     """One delivery of a run, as the steps fill it in."""
 
-    task: AgentTask
+    task: Task[Any, Any]
+    """The Celery task the run executes in (workers.task.AgentTask)."""
+    spec: AnyAgent
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     worker: str = "unknown"
@@ -121,10 +121,6 @@ class RunState:
     started: datetime | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     """Room for a step's own per-delivery state (a context token, a span)."""
-
-    @property
-    def spec(self) -> Agent:
-        return self.task.agent
 
     @property
     def request(self) -> Any:

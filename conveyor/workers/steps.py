@@ -9,24 +9,24 @@ from typing import Any, NoReturn
 from celery.exceptions import Ignore
 from celery.utils.time import get_exponential_backoff_interval
 
-from conveyor.agents import Agent
+from conveyor.agents import AnyAgent
 from conveyor.context import RunContext, _current
+from conveyor.dlq.table import DeadLetterReason
 from conveyor.errors import InvalidInput
-from conveyor.models.deadletters import DeadLetterReason
+from conveyor.pools import CATCH_ALL_QUEUE
 from conveyor.runs.headers import CONVEYOR_HEADERS, HEADER_ENQUEUED_AT, HEADER_IDEMPOTENCY_KEY
 from conveyor.runs.records import Claim, NewRun
 from conveyor.runs.status import RunStatus
 from conveyor.runs.visibility import retry_backoff_max
 from conveyor.workers.deadletters import dead_letter_run
 from conveyor.workers.pipeline import Ending, Finish, RunState, Step, now, outcome
-from conveyor.workers.pools import CATCH_ALL_QUEUE
 
 log = logging.getLogger(__name__)
 WORKER_LOST = "WorkerLost"
 """The error type of a run failed because it was delivered more than max_deliveries times."""
 
 
-def bind_input(spec: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def bind_input(spec: AnyAgent, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The JSON payload of a call: kwargs, a chained dict merged in, or positional fields."""
     if len(args) == 1 and isinstance(args[0], dict):
         return {**args[0], **kwargs}
@@ -138,7 +138,12 @@ def _give_up_on_lost_workers(task: Any, run: NewRun, worker: str, deliveries: in
     )
     log.error("run %s %s; dead-lettered", run.id, message)
     dead_letter_run(
-        task, DeadLetterReason.WORKER_LOST, WORKER_LOST, message, conveyor_headers=CONVEYOR_HEADERS
+        task,
+        task.agent.pool,
+        DeadLetterReason.WORKER_LOST,
+        WORKER_LOST,
+        message,
+        conveyor_headers=CONVEYOR_HEADERS,
     )
     ending = Ending(RunStatus.FAILED, error_type=WORKER_LOST, error_message=message)
     attempts = task.request.retries + 1
@@ -198,7 +203,6 @@ class ContextStep(Step):
     def before(self, state: RunState) -> None:
         req = state.request
         state.context = RunContext(
-            app=state.app,
             id=req.id,
             agent=state.spec.name,
             pool=state.spec.pool,
@@ -206,6 +210,7 @@ class ContextStep(Step):
             attempt=state.attempt,
             root_id=req.root_id,
             parent_id=req.parent_id,
+            settings=state.app.settings,
         )
         state.extras["context_token"] = _current.set(state.context)
 
@@ -239,6 +244,7 @@ class RetryStep(Step):
         if req.retries >= spec.retries:
             dead_letter_run(
                 state.task,
+                spec.pool,
                 DeadLetterReason.RETRIES_EXHAUSTED,
                 type(error).__name__,
                 f"{error} (after {state.attempt} attempt(s); retries={spec.retries})",

@@ -4,23 +4,21 @@ outcomes Celery reports from the worker's main process (a hard time limit, a rev
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_revoked
 from celery.worker.request import Request
 
-from conveyor.agents import Agent
+from conveyor.agents import AnyAgent
+from conveyor.celery_app import ConveyorApp
 from conveyor.redaction import mask_secrets
 from conveyor.runs.headers import HEADER_ENQUEUED_AT
 from conveyor.runs.records import NewRun
 from conveyor.runs.status import RunStatus
 from conveyor.workers.pipeline import Ending, Pipeline, RunState, outcome
 from conveyor.workers.steps import default_steps
-
-if TYPE_CHECKING:
-    from conveyor.app import ConveyorApp
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,7 @@ class AgentTask(Task[Any, Any]):
     """The Celery task class of every agent: each call runs the agent's pipeline."""
 
     Request = "conveyor.workers.task:AgentRequest"
-    agent: Agent
+    agent: AnyAgent
     pipeline: Pipeline
     typing = False
     acks_late = True
@@ -63,11 +61,11 @@ class AgentTask(Task[Any, Any]):
             )
 
 
-def bind_agent(app: ConveyorApp, spec: Agent) -> None:
+def bind_agent(app: ConveyorApp, spec: AnyAgent) -> None:
     """Register an agent as a Celery task named by the agent, routed to its pool's queue."""
 
     def run(self: AgentTask, *args: Any, **kwargs: Any) -> Any:
-        return self.pipeline.execute(RunState(self, args, kwargs))
+        return self.pipeline.execute(RunState(self, self.agent, args, kwargs))
 
     soft, hard = spec.limits(app.settings.soft_time_limit, app.settings.time_limit)
     options: dict[str, Any] = {
@@ -90,7 +88,11 @@ def bind_agent(app: ConveyorApp, spec: Agent) -> None:
     app.task(**options)(run)
 
 
-@task_revoked.connect
+def connect_task_receivers() -> None:
+    """Record revoked runs; connected once by create_app, not at import."""
+    task_revoked.connect(_record_revoked, weak=False, dispatch_uid="conveyor.record_revoked")
+
+
 def _record_revoked(request: Any = None, sender: Any = None, **_: Any) -> None:
     """A revoked run is recorded as cancelled, from the worker's main process."""
     task = sender if isinstance(sender, AgentTask) else getattr(request, "task", None)

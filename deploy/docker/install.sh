@@ -27,8 +27,11 @@ case "$step" in
     [ -x "$venv/bin/python" ] || { echo "install.sh: run the requirements step first" >&2; exit 2; }
     "$venv/bin/python" -m pip install --no-deps "$source"
     "$venv/bin/python" -m pip check
-    # Import what the roles load, native libraries included (faiss, psycopg's libpq).
-    "$venv/bin/python" -c 'import conveyor.cli, conveyor.tasks, faiss, psycopg; psycopg.pq.version()'
+    # Import what the roles load, native libraries included (faiss, psycopg's libpq), and the
+    # built-in agents through their entry points (the wheel's metadata).
+    "$venv/bin/python" -c 'import conveyor.cli, faiss, psycopg; psycopg.pq.version()
+from conveyor.agents import discover_agents
+assert "conveyor.ping" in discover_agents(plugins=False).names()'
     "$venv/bin/conveyor" --help >/dev/null
     "$venv/bin/conveyor" health --help >/dev/null
     ;;

@@ -1,6 +1,6 @@
 """The example agents. Each calls conveyor's services in-process, as any agent may.
 
-Inside a run, `current_run().app.settings` holds the resolved service URLs, and
+Inside a run, `current_run().settings` holds the resolved service URLs, and
 `conveyor.vector.service_for` / `conveyor.memory.store_for` give this worker process's vector
 service and memory store: plain Python over PostgreSQL (the truth) and Redis.
 """
@@ -45,7 +45,7 @@ def ingest(
 ) -> Ingested:
     """Embed the docstrings of the given stdlib modules and upsert them into `collection`."""
     corpus = docstrings(modules)
-    service = service_for(current_run().app.settings)
+    service = service_for(current_run().settings)
     seq = 0
     for start in range(0, len(corpus), BATCH):
         items = [
@@ -114,7 +114,7 @@ def set_composer(composer: Composer) -> Composer:
 @agent(name="examples.research", pool="default", retries=2)
 def research(request: Question) -> Answer:
     """Hybrid search (collection + session memory), an extractive answer, remembered."""
-    settings = current_run().app.settings
+    settings = current_run().settings
     found = service_for(settings).search(
         Search(
             collection=request.collection,

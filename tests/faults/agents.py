@@ -42,7 +42,7 @@ def create_tables(engine: Engine) -> None:
 
 
 def _run_engine() -> Engine:
-    url = current_run().app.settings.database_url
+    url = current_run().settings.database_url
     assert url is not None
     return engine_for(url)
 

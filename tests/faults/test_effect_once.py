@@ -27,7 +27,16 @@ LEDGER_ROW = "INSERT INTO fault_ledger (run_id, tag, pid) VALUES (:id, 0, 0) RET
 def delivery(fenv: FaultEnv, run_id: str) -> Iterator[None]:
     """Act as one delivery of run `run_id` of the ledger agent."""
     token = _current.set(
-        RunContext(fenv.app, run_id, LEDGER, "default", "test", 1, root_id=None, parent_id=None)
+        RunContext(
+            run_id,
+            LEDGER,
+            "default",
+            "test",
+            1,
+            root_id=None,
+            parent_id=None,
+            settings=fenv.app.settings,
+        )
     )
     try:
         yield

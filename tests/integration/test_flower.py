@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Client, create_app, load_settings
+from conveyor.app import resolve_services
 from conveyor.embedded import Embedded
 from conveyor.workers.supervisor import stop_processes
 from tests.support.http import free_port, get, get_json
@@ -162,7 +163,7 @@ def test_embedded_flower_needs_no_auth_on_loopback_and_counts_priority_lists(
         settings = load_settings(
             data_dir=data_dir, broker_url=None, database_url=None, queue_prefix=""
         )
-        with Client(create_app(settings)) as client:
+        with Client(create_app(resolve_services(settings))) as client:
             for priority in (0, 9, 9):
                 client.submit("conveyor.ping", {"priority": priority}, priority=priority)
         assert get(flower.url("api/queues/length", "ops/flower/"))[0] == 401

@@ -68,9 +68,9 @@ def test_writes_through_one_worker_are_read_through_the_other(vclient: Client, n
     upsert_runs, search_runs = [], []
     for round_ in range(12):
         batch = {f"r{round_}-{i}": rng.normal(size=16).astype(np.float32) for i in range(25)}
-        run_id = vclient.vector.upsert_async(
+        run_id = vclient.vector.upsert.submit(
             name, [{"id": i, "vector": v.tolist()} for i, v in batch.items()]
-        )
+        ).id
         upserted = vclient.result(run_id, timeout=60)
         upsert_runs.append(run_id)
         model.update(batch)
@@ -79,7 +79,7 @@ def test_writes_through_one_worker_are_read_through_the_other(vclient: Client, n
         for i in doomed:
             del model[i]
         query = rng.normal(size=16).astype(np.float32)
-        sid = vclient.vector.search_async(name, [query.tolist()], k=10, min_seq=deleted.seq)
+        sid = vclient.vector.search.submit(name, [query.tolist()], k=10, min_seq=deleted.seq).id
         result = vclient.result(sid, timeout=60)
         search_runs.append(sid)
         assert result["seq"] >= max(upserted["seq"], deleted.seq)
@@ -97,7 +97,7 @@ def _search_on_both_workers(
     results: dict[str, dict[str, Any]] = {}
     for _ in range(20):
         runs = [
-            vclient.vector.search_async(name, [query.tolist()], k=3, min_seq=min_seq)
+            vclient.vector.search.submit(name, [query.tolist()], k=3, min_seq=min_seq).id
             for _ in range(4)
         ]
         for run_id in runs:
@@ -333,7 +333,7 @@ def test_a_dropped_and_recreated_collection_starts_empty(vclient: Client, name: 
 
 def test_bulky_search_inputs_are_not_kept_in_agent_runs(vclient: Client, name: str) -> None:
     vclient.vector.create_collection(name, dim=4)
-    run_id = vclient.vector.search_async(name, [[1, 0, 0, 0]], k=1)
+    run_id = vclient.vector.search.submit(name, [[1, 0, 0, 0]], k=1).id
     run = vclient.wait(run_id, timeout=60)
     assert run.status is RunStatus.SUCCEEDED
     assert run.input == {"$omitted": "input not recorded for this agent"}
@@ -395,7 +395,7 @@ def test_search_results_are_kept_in_postgresql_not_in_celerys_backend(
 ) -> None:
     vclient.vector.create_collection(name, dim=4)
     vclient.vector.upsert(name, [{"id": "a", "vector": [1, 0, 0, 0]}])
-    search_id = vclient.vector.search_async(name, [[1, 0, 0, 0]], k=1)
+    search_id = vclient.vector.search.submit(name, [[1, 0, 0, 0]], k=1).id
     assert vclient.result(search_id, timeout=60)["ids"] == [["a"]]
     stats_id = vclient.submit("vector.stats", {"collection": name})
     assert vclient.result(stats_id, timeout=60)["items"] == 1

@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 
-import conveyor.tasks  # noqa: F401  (registers conveyor.ping before any registry snapshot)
+# The built-in agents (conveyor.ping and the memory, vector and analytics ones) are registered
+# before any registry snapshot.
+import conveyor.analytics.agents
+import conveyor.memory.agents
+import conveyor.ping
+import conveyor.vector.agents  # noqa: F401
 from conveyor.agents import registry
 from conveyor.app import ConveyorApp
 from tests.unit.support import build_app

@@ -39,7 +39,7 @@ def no_app(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse() -> None:
         raise ConveyorError("unit: the app was built")
 
-    monkeypatch.setattr("conveyor.cli.common.create_app", refuse)
+    monkeypatch.setattr("conveyor.cli.common.build_app", refuse)
 
 
 def invoke(*args: str) -> Result:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conveyor.config import Settings
-from conveyor.workers.pools import BUILTIN_POOLS
+from conveyor.pools import BUILTIN_POOLS
 from tests.support.docker import COMPOSE_FILE
 from tests.support.workers import ROOT
 

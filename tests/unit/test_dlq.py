@@ -15,8 +15,8 @@ from conveyor.cli import cli
 from conveyor.config import load_settings
 from conveyor.dlq.entry import KEPT_BODY_BYTES, DeadLetterEntry, NewDeadLetter, error_entry
 from conveyor.dlq.poison import screen
+from conveyor.dlq.table import REPLAYABLE, DeadLetterReason
 from conveyor.errors import ConfigError, ConveyorError
-from conveyor.models.deadletters import REPLAYABLE, DeadLetterReason
 
 LIMIT = 10_000
 TASK = {"task": "tests.add", "id": "r-1"}
@@ -176,7 +176,7 @@ def test_dlq_refuses_bad_arguments_before_building_the_app(
     def refuse() -> None:
         raise ConveyorError("unit: the app was built")
 
-    monkeypatch.setattr("conveyor.cli.common.create_app", refuse)
+    monkeypatch.setattr("conveyor.cli.common.build_app", refuse)
     result = CliRunner().invoke(cli, ["dlq", *args])
     assert result.exit_code == 2, result.output
     assert "unit: the app was built" not in result.output

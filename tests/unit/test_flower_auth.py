@@ -82,7 +82,7 @@ def test_the_command_refuses_before_building_the_app(monkeypatch: pytest.MonkeyP
     def refuse() -> None:
         raise AssertionError("the app was built")
 
-    monkeypatch.setattr("conveyor.cli.common.create_app", refuse)
+    monkeypatch.setattr("conveyor.cli.common.build_app", refuse)
     monkeypatch.setenv("CONVEYOR_BROKER_URL", FAKE_BROKER)
     result = CliRunner().invoke(cli, ["flower"])
     assert result.exit_code == 1

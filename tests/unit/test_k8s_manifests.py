@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from conveyor.config import Settings, load_settings
-from conveyor.workers import BUILTIN_POOLS
+from conveyor.pools import BUILTIN_POOLS
 from tests.support.k8s import (
     CRD_FILES,
     K8S_DIR,

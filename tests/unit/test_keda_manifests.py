@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor.workers import BUILTIN_POOLS
+from conveyor.pools import BUILTIN_POOLS
 from tests.support.k8s import (
     CRD_FILES,
     K8S_DIR,

@@ -24,10 +24,10 @@ from conveyor.config import load_settings
 from conveyor.errors import ConfigError
 from conveyor.outages import SOCKET_TIMEOUT
 from conveyor.results import RPCResults
+from conveyor.runs import recorder
+from conveyor.runs.recorder import RecordingUnavailable, RunRecorder
 from conveyor.runs.records import Claim, NewRun, Outcome
 from conveyor.runs.status import RunStatus
-from conveyor.workers import recorder
-from conveyor.workers.recorder import RecordingUnavailable, RunRecorder
 from tests.unit.support import FAKE_AMQP, FAKE_BROKER, FAKE_DATABASE, build_app
 
 RUN = NewRun(id="r1", agent="unit.outage", pool="default")

@@ -65,7 +65,7 @@ class Stop(Step):
 
 def state_for(spec: Any, value: Any) -> RunState:
     task = SimpleNamespace(agent=spec, request=SimpleNamespace(), app=None)
-    state = RunState(task, (), {"value": value})  # type: ignore[arg-type]
+    state = RunState(task, spec, (), {"value": value})  # type: ignore[arg-type]
     state.payload = {"value": value}
     return state
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from conveyor.config import load_settings
-from conveyor.workers.pools import BUILTIN_POOLS, CATCH_ALL_QUEUE, Pool
+from conveyor.pools import BUILTIN_POOLS, CATCH_ALL_QUEUE, Pool
 
 
 def test_catch_all_queue_is_celerys_default() -> None:

@@ -25,6 +25,7 @@ PUBLIC_API = [
     "Run",
     "RunContext",
     "RunFailed",
+    "RunHandle",
     "RunStatus",
     "RunTimeout",
     "ServiceUnavailable",
@@ -37,6 +38,7 @@ PUBLIC_API = [
     "effect_once",
     "load_settings",
     "registry",
+    "resolve_services",
 ]
 
 

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from conveyor.dlq.entry import NewDeadLetter
+from conveyor.runs import recorder
+from conveyor.runs.recorder import RecordingUnavailable, RunRecorder
 from conveyor.runs.records import Claim, NewRun, Outcome
 from conveyor.runs.status import RunStatus
-from conveyor.workers import recorder
-from conveyor.workers.recorder import RecordingUnavailable, RunRecorder
 from tests.support.waiting import wait_until
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from conveyor.metrics.queues import QueueState
 from conveyor.metrics.scaling import desired_replicas
-from conveyor.workers.pools import Pool
+from conveyor.pools import Pool
 
 
 def _state(queue: str, pool: str, ready: int, reserved: int = 0, age: float = 0.0) -> QueueState:

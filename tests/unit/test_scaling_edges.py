@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from conveyor.metrics.queues import QueueState
 from conveyor.metrics.scaling import desired_replicas
-from conveyor.workers.pools import Pool
+from conveyor.pools import Pool
 
 POOL = Pool(name="default", concurrency=4, min_replicas=1, max_replicas=8, target_per_slot=2.0,
             target_drain_seconds=30.0)  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.config import Settings, load_settings
 from conveyor.errors import ConfigError
-from conveyor.workers.pools import BUILTIN_POOLS
+from conveyor.pools import BUILTIN_POOLS
 
 BUILTIN_NAMES = {"default", "memory", "vector", "analytics"}
 

@@ -11,7 +11,7 @@ POOL = "memory"
 
 
 def _store() -> MemoryStore:
-    return store_for(current_run().app.settings)
+    return store_for(current_run().settings)
 
 
 @agent(name="memory.remember", pool=POOL)

@@ -11,35 +11,42 @@ from celery import current_app
 from celery.signals import worker_process_init, worker_ready
 
 from conveyor.agents import agent
-from conveyor.app import ConveyorApp
+from conveyor.config import Settings
 from conveyor.context import current_run
 from conveyor.vector import VectorService, maintenance, service_for
 from conveyor.vector import schema as v
+from conveyor.vector.replica import set_faiss_threads
 
 POOL = "vector"
 log = logging.getLogger(__name__)
 
 
 def _service() -> VectorService:
-    return service_for(current_run().app.settings)
+    return service_for(current_run().settings)
 
 
 def _faiss_threads(concurrency: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, concurrency))
 
 
-def _vector_app() -> ConveyorApp | None:
+def _vector_app() -> Any | None:
+    """The current app if it is a conveyor app of the vector pool, else None.
+
+    Duck-typed (its `pool_name` and `settings`): a feature does not import conveyor.app, which
+    sits above it.
+    """
     app = cast(Any, current_app)._get_current_object()
-    return app if isinstance(app, ConveyorApp) and app.pool_name == POOL else None
+    if getattr(app, "pool_name", None) == POOL and hasattr(app, "settings"):
+        return app
+    return None
 
 
-def _prepare(app: ConveyorApp, concurrency: int) -> None:
+def _prepare(settings: Settings, concurrency: int) -> None:
     """Give faiss its threads, then load snapshots and catch up every collection."""
-    from conveyor.vector.replica import set_faiss_threads
 
     set_faiss_threads(_faiss_threads(concurrency))
     try:
-        names = service_for(app.settings).warm_up()
+        names = service_for(settings).warm_up()
         log.info("vector replicas ready: %s", ", ".join(names) or "no collections")
     except Exception as exc:
         log.warning("vector warm-up failed, replicas load on first use: %s", exc)
@@ -50,7 +57,7 @@ def _after_fork(**_: Any) -> None:
     """A prefork child prepares faiss: it is first touched here, after the fork."""
     app = _vector_app()
     if app is not None:
-        _prepare(app, int(app.conf.worker_concurrency or 1))
+        _prepare(app.settings, int(app.conf.worker_concurrency or 1))
 
 
 @worker_ready.connect
@@ -59,7 +66,7 @@ def _in_main_process(sender: Any = None, **_: Any) -> None:
     app = _vector_app()
     kind = str(getattr(getattr(sender, "controller", sender), "pool_cls", ""))
     if app is not None and "prefork" not in kind and "processes" not in kind:
-        _prepare(app, int(getattr(sender, "concurrency", 1) or 1))
+        _prepare(app.settings, int(getattr(sender, "concurrency", 1) or 1))
 
 
 @agent(name="vector.create_collection", pool=POOL)

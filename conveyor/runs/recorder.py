@@ -6,14 +6,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from celery.exceptions import Reject
 from kombu.utils.functional import retry_over_time
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from conveyor.dlq.entry import NewDeadLetter
-from conveyor.dlq.store import DeadLetterStore
 from conveyor.runs.records import Claim, NewRun, Outcome
 from conveyor.runs.repository import RunRepository
 
@@ -28,6 +26,22 @@ never retried."""
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Letter(Protocol):
+    """A dead letter, as far as the recorder cares (conveyor.dlq.NewDeadLetter)."""
+
+    @property
+    def run_id(self) -> str | None: ...
+
+
+L = TypeVar("L", bound=Letter, contravariant=True)
+
+
+class LetterStore(Protocol[L]):
+    """Where dead letters are written (conveyor.dlq.DeadLetterStore)."""
+
+    def add(self, letter: L) -> int | None: ...
 
 
 class RecordingUnavailable(Reject):
@@ -70,7 +84,7 @@ class RunRecorder:
             f"the start of run {run.id}", self.repository.claim, run, worker, **options
         )
 
-    def dead_letter(self, store: DeadLetterStore, letter: NewDeadLetter) -> int | None:
+    def dead_letter(self, store: LetterStore[L], letter: L) -> int | None:
         """DeadLetterStore.add, retried through an outage like a claim: a run is dead-lettered
         before its failure is recorded, so that write must not be lost either."""
         return self._durably(f"the dead letter of run {letter.run_id}", store.add, letter)

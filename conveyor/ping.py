@@ -1,4 +1,4 @@
-"""Built-in agents of the default pool."""
+"""The `conveyor.ping` diagnostic agent of the default pool (the `ping` entry point)."""
 
 from __future__ import annotations
 

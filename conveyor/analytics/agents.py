@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from conveyor.agents import agent
+from conveyor.agents import agent, registry
 from conveyor.analytics import Report, ReportRequest, RollupResult, build_report, rollup
 from conveyor.analytics.retention import (
     RetentionPolicy,
@@ -28,18 +28,17 @@ class RollupRequest(BaseModel):
 @agent(name="analytics.rollup", pool=POOL, idempotent=True)
 def run_rollup(request: RollupRequest) -> RollupResult:
     """Bring run_rollups (per agent, pool, minute and hour) up to date."""
-    return rollup(engine_for(str(current_run().app.settings.database_url)), full=request.full)
+    return rollup(engine_for(str(current_run().settings.database_url)), full=request.full)
 
 
 @agent(name="analytics.report", pool=POOL, idempotent=True)
 def report(request: ReportRequest) -> Report:
     """Busiest, slowest and most failing agents, failure types, queue wait, SLO shares."""
-    app = current_run().app
-    settings = app.settings
+    settings = current_run().settings
     return build_report(
         engine_for(str(settings.database_url)),
         request,
-        known_agents={a.name for a in app.agents},
+        known_agents=set(registry.names()),
         slo_seconds=settings.slo_seconds,
         slo_default_seconds=settings.slo_default_seconds,
     )
@@ -48,7 +47,7 @@ def report(request: ReportRequest) -> Report:
 @agent(name="analytics.retention", pool=POOL, idempotent=True)
 def retention(request: RetentionRequest) -> RetentionResult:
     """Purge runs past CONVEYOR_RETENTION_DAYS (failures: _FAILED_DAYS) in bounded batches."""
-    settings = current_run().app.settings
+    settings = current_run().settings
     policy = RetentionPolicy(
         days=settings.retention_days,
         failed_days=settings.retention_failed_days,
