@@ -45,19 +45,19 @@ class Agent(Generic[P, R]):
 
     name: str
     fn: Callable[P, R]
-    pool: str
     input_model: type[BaseModel]
     output_adapter: TypeAdapter[Any]
     model_param: str | None
-    retries: int
-    retry_on: tuple[type[Exception], ...]
-    retry_backoff: int
-    retry_backoff_max: int
-    soft_time_limit: float | None
-    time_limit: float | None
-    rate_limit: str | None
-    priority: int | None
-    idempotent: bool
+    pool: str = "default"
+    retries: int = 3
+    retry_on: tuple[type[Exception], ...] = DEFAULT_RETRY_ON
+    retry_backoff: int = 1
+    retry_backoff_max: int = 600
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+    rate_limit: str | None = None
+    priority: int | None = None
+    idempotent: bool = False
     record_input: bool = True
 
     def recorded_input(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -210,9 +210,10 @@ registry = Registry()
 
 
 class AgentOptions(TypedDict, total=False):
-    """What `@agent(...)` accepts; the defaults are `declare`'s."""
+    """What `@agent(...)` accepts: `name` (default: module.qualname) and the policies of
+    `Agent`, whose defaults apply."""
 
-    name: str | None
+    name: str
     pool: str
     retries: int
     retry_on: Iterable[type[Exception]]
@@ -248,22 +249,7 @@ def agent(
     return register(fn) if fn is not None else register
 
 
-def declare(
-    fn: Callable[P, R],
-    *,
-    name: str | None = None,
-    pool: str = "default",
-    retries: int = 3,
-    retry_on: Iterable[type[Exception]] = DEFAULT_RETRY_ON,
-    retry_backoff: int = 1,
-    retry_backoff_max: int = 600,
-    soft_time_limit: float | None = None,
-    time_limit: float | None = None,
-    rate_limit: str | None = None,
-    priority: int | None = None,
-    idempotent: bool = False,
-    record_input: bool = True,
-) -> Agent[P, R]:
+def declare(fn: Callable[P, R], **options: Unpack[AgentOptions]) -> Agent[P, R]:
     """The agent of `fn`, its typed boundary derived from the signature, not yet registered.
 
     Retries apply only to exceptions in `retry_on` (transient errors): the n-th waits a random
@@ -275,32 +261,27 @@ def declare(
     and the run is written once, at its final state. `record_input=False` keeps only a
     marker in agent_runs.input, for agents whose inputs are bulky and kept elsewhere.
     """
-    agent_name = name or f"{fn.__module__}.{fn.__qualname__}"
+    policies: dict[str, Any] = dict(options)
+    name = policies.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+    if "retry_on" in policies:
+        policies["retry_on"] = tuple(policies["retry_on"])
+    retries, priority = policies.get("retries", 0), policies.get("priority")
+    soft, hard = policies.get("soft_time_limit"), policies.get("time_limit")
     if retries < 0:
-        raise ConfigError(f"agent {agent_name}: retries must be >= 0, got {retries}")
+        raise ConfigError(f"agent {name}: retries must be >= 0, got {retries}")
     if priority is not None and not 0 <= priority <= 9:
-        raise ConfigError(f"agent {agent_name}: priority must be 0..9, got {priority}")
-    if soft_time_limit and time_limit and soft_time_limit >= time_limit:
-        raise ConfigError(f"agent {agent_name}: soft_time_limit must be below time_limit")
-    model, model_param = _input_model(agent_name, fn)
-    returns = _type_hints(agent_name, fn).get("return", Any)
+        raise ConfigError(f"agent {name}: priority must be 0..9, got {priority}")
+    if soft and hard and soft >= hard:
+        raise ConfigError(f"agent {name}: soft_time_limit must be below time_limit")
+    model, model_param = _input_model(name, fn)
+    returns = _type_hints(name, fn).get("return", Any)
     return Agent(
-        name=agent_name,
+        name=name,
         fn=fn,
-        pool=pool,
         input_model=model,
         output_adapter=TypeAdapter(Any if returns is type(None) else returns),
         model_param=model_param,
-        retries=retries,
-        retry_on=tuple(retry_on),
-        retry_backoff=retry_backoff,
-        retry_backoff_max=retry_backoff_max,
-        soft_time_limit=soft_time_limit,
-        time_limit=time_limit,
-        rate_limit=rate_limit,
-        priority=priority,
-        idempotent=idempotent,
-        record_input=record_input,
+        **policies,
     )
 
 

@@ -21,7 +21,7 @@ from conveyor.agents import Registry, discover_agents
 from conveyor.broker.redis_keys import PRIORITY_STEPS
 from conveyor.broker.transport import install_redis_transport
 from conveyor.celery_app import ConveyorApp
-from conveyor.config import Settings, is_redis_url, load_settings
+from conveyor.config import Settings, check_sections, is_redis_url, load_settings
 from conveyor.embedded import Embedded
 from conveyor.errors import ConfigError
 from conveyor.models.migrate import upgrade
@@ -210,10 +210,12 @@ def celery_settings(settings: Settings, agents: Registry) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None) -> ConveyorApp:
-    """Build the Celery app from `settings` alone: load agents, configure, bind agents as
-    tasks. Nothing is started or migrated; unset URLs need `resolve_services` first."""
+    """Build the Celery app from `settings` alone: load agents, check the settings their
+    features declare (`check_sections`), configure, bind agents as tasks. Nothing is started
+    or migrated; unset URLs need `resolve_services` first."""
     settings = _with_defaults(_require_services(settings or load_settings()))
     agents = discover_agents(settings.agent_modules, plugins=settings.load_plugins)
+    check_sections()
     for spec in agents:
         if spec.pool not in settings.pools:
             raise ConfigError(

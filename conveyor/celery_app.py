@@ -48,7 +48,8 @@ class ConveyorApp(Celery):
 
     @property
     def validation_context(self) -> dict[str, Any]:
-        """What agent input validators see: the settings, for configured limits."""
+        """What agent input validators see: the core settings. A feature's own limits come
+        from its settings (e.g. `MemoryLimits.of`: a `memory` entry, else the process's)."""
         return {"settings": self.settings}
 
     @property

@@ -1,11 +1,12 @@
-"""Settings from CONVEYOR_* environment variables, validated once at start-up."""
+"""Settings from CONVEYOR_* environment variables, validated once at start-up: the core ones
+(`Settings`) and the helpers with which each feature loads its own (`settings_section`)."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,6 +30,20 @@ DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 MIN_FLOWER_PASSWORD = 8
 MAX_BEAT_INTERVAL = 366 * 86400
+S = TypeVar("S", bound=BaseSettings)
+
+
+def parse_json_setting(value: Any, *, blank_is_empty: bool = True) -> Any:
+    """JSON text from the environment as data (blank text as `{}`, unless not allowed);
+    anything else as is. Bad JSON is a ValueError naming where it breaks."""
+    if not isinstance(value, str):
+        return value
+    if blank_is_empty and not value.strip():
+        return {}
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from exc
 
 
 def _scheme(url: str) -> str:
@@ -68,16 +83,8 @@ class Settings(BaseSettings):
     cache_url: str | None = None
     """Redis for caches; unset means the broker when it is Redis, else no cache."""
     cache_ttl: float = Field(default=60.0, ge=0)
-    memory_max_content_bytes: int = Field(default=1024 * 1024, ge=1)
-    memory_max_batch: int = Field(default=1000, ge=1)
-    memory_max_ttl_seconds: int = Field(default=10 * 365 * 86400, ge=1)
-    memory_max_window: int = Field(default=10_000, ge=1)
     flower_basic_auth: SecretStr | None = None
     """`user:password[,user2:password2]` for `conveyor flower`; required outside embedded mode."""
-    slo_default_seconds: float = Field(default=10.0, gt=0)
-    """Latency target of agents without their own, for the report's SLO view."""
-    slo_seconds: dict[str, float] = Field(default_factory=dict)
-    """Per-agent latency targets, JSON: {"research": 30}."""
     rabbitmq_management_url: str | None = None
     """RabbitMQ management API (http://user:password@host:15672/): unacked counts and ages."""
     exporter_token: str | None = Field(default=None, min_length=16)
@@ -86,12 +93,6 @@ class Settings(BaseSettings):
     """Seconds between runs per agent, JSON, over beat's defaults; 0 or null disables one."""
     beat_lock_retry_seconds: float = Field(default=1.0, gt=0, le=60)
     """How often a standby `conveyor beat` tries to take the leader lock."""
-    retention_days: int = Field(default=30, ge=1)
-    """Finished runs older than this many days are purged (`analytics.retention`)."""
-    retention_failed_days: int = Field(default=90, ge=1)
-    """Failed and rejected runs are kept this long instead (at least retention_days)."""
-    retention_batch: int = Field(default=5000, ge=1, le=100_000)
-    """Rows per DELETE statement of the purge."""
     signing_key: Path | None = None
     """PEM RSA private key: every message is signed (Celery's `auth` serializer) and only
     signed ones are accepted. Needs signing_cert and signing_cert_store; docs/security.md."""
@@ -176,11 +177,7 @@ class Settings(BaseSettings):
     @classmethod
     def _merge_pools(cls, value: Any) -> Any:
         """Overlay user pools (a JSON object of name -> settings) on the built-in ones."""
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from exc
+        value = parse_json_setting(value, blank_is_empty=False)
         if not isinstance(value, dict):
             raise ValueError("must be a JSON object of pool name -> pool settings")
         merged: dict[str, Any] = {n: p.model_dump() for n, p in BUILTIN_POOLS.items()}
@@ -196,11 +193,7 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_schedule(cls, value: Any) -> Any:
         """A JSON object of agent name -> seconds (> 0), or 0 / null to disable the entry."""
-        if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not valid JSON ({exc.msg} at char {exc.pos})") from exc
+        value = parse_json_setting(value)
         if not isinstance(value, dict):
             raise ValueError(
                 'must be a JSON object of agent name -> seconds: {"memory.sweep": 300}'
@@ -215,15 +208,6 @@ class Settings(BaseSettings):
                     "(0 or null disables it)"
                 )
         return value
-
-    @model_validator(mode="after")
-    def _check_retention(self) -> Settings:
-        if self.retention_failed_days < self.retention_days:
-            raise ValueError(
-                f"CONVEYOR_RETENTION_FAILED_DAYS ({self.retention_failed_days}) must be at least "
-                f"CONVEYOR_RETENTION_DAYS ({self.retention_days}): failures are kept longer"
-            )
-        return self
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
@@ -288,20 +272,53 @@ class Settings(BaseSettings):
             ) from None
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, prefix: str) -> str:
     first = error.errors()[0]
     message = first["msg"].removeprefix("Value error, ")
     if not first["loc"]:
         return f"invalid settings: {message}"
-    name = f"{ENV_PREFIX}{str(first['loc'][0]).upper()}"
+    name = f"{prefix}{str(first['loc'][0]).upper()}"
     detail = ", ".join(str(p) for p in first["loc"][1:])
     where = f" ({detail})" if detail else ""
     return f"invalid setting {name}{where}: {message}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read and validate settings, turning any problem into a one-line ConfigError."""
+def load_section(cls: type[S], **overrides: Any) -> S:
+    """Read and validate any settings class from its env prefix, turning any problem into a
+    one-line ConfigError naming the variable."""
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        raise ConfigError(_describe(exc, prefix)) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the core settings (CONVEYOR_*), problems as a ConfigError."""
+    return load_section(Settings, **overrides)
+
+
+_sections: dict[type[BaseSettings], BaseSettings | None] = {}
+"""The features' settings classes declared so far, each with this process's value once read."""
+
+
+def settings_section(cls: type[S]) -> type[S]:
+    """Class decorator declaring a feature's own settings: `check_sections` (run by create_app)
+    validates it at start-up and `section` reads it once per process."""
+    _sections.setdefault(cls, None)
+    return cls
+
+
+def section(cls: type[S]) -> S:
+    """This process's `cls`, read from the environment on first use (which does not change
+    under a running process; `check_sections` reads it again)."""
+    value = _sections.get(cls)
+    if value is None:
+        value = _sections[cls] = load_section(cls)
+    return cast(S, value)
+
+
+def check_sections() -> None:
+    """Read every declared section from the environment anew, a bad value raising its
+    ConfigError: the start-up check of the features' settings, run by create_app."""
+    _sections.update({cls: load_section(cls) for cls in list(_sections)})

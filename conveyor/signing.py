@@ -11,12 +11,11 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from celery import Celery
+from celery.exceptions import SecurityError
 from pydantic import BaseModel, ConfigDict, SecretStr
-
-if TYPE_CHECKING:
-    from celery import Celery
 
 SIGNED_SERIALIZER = "auth"
 DIGESTS = ("sha256", "sha384", "sha512")
@@ -70,7 +69,6 @@ def check_signing(
     assert key is not None and cert is not None and cert_store is not None
     if digest not in DIGESTS:
         raise ValueError(f"CONVEYOR_SIGNING_DIGEST: {digest!r} is not one of {', '.join(DIGESTS)}")
-    from celery.exceptions import SecurityError
 
     try:
         from celery.security.certificate import Certificate, FSCertStore

@@ -12,6 +12,7 @@ from conveyor.analytics.retention import (
     RetentionResult,
     purge_runs,
 )
+from conveyor.analytics.settings import analytics_settings
 from conveyor.context import current_run
 from conveyor.models.db import engine_for
 
@@ -34,27 +35,27 @@ def run_rollup(request: RollupRequest) -> RollupResult:
 @agent(name="analytics.report", pool=POOL, idempotent=True)
 def report(request: ReportRequest) -> Report:
     """Busiest, slowest and most failing agents, failure types, queue wait, SLO shares."""
-    settings = current_run().settings
+    analytics = analytics_settings()
     return build_report(
-        engine_for(str(settings.database_url)),
+        engine_for(str(current_run().settings.database_url)),
         request,
         known_agents=set(registry.names()),
-        slo_seconds=settings.slo_seconds,
-        slo_default_seconds=settings.slo_default_seconds,
+        slo_seconds=analytics.slo_seconds,
+        slo_default_seconds=analytics.slo_default_seconds,
     )
 
 
 @agent(name="analytics.retention", pool=POOL, idempotent=True)
 def retention(request: RetentionRequest) -> RetentionResult:
     """Purge runs past CONVEYOR_RETENTION_DAYS (failures: _FAILED_DAYS) in bounded batches."""
-    settings = current_run().settings
+    analytics = analytics_settings()
     policy = RetentionPolicy(
-        days=settings.retention_days,
-        failed_days=settings.retention_failed_days,
-        batch=request.batch_size or settings.retention_batch,
+        days=analytics.retention_days,
+        failed_days=analytics.retention_failed_days,
+        batch=request.batch_size or analytics.retention_batch,
     )
     return purge_runs(
-        engine_for(str(settings.database_url)),
+        engine_for(str(current_run().settings.database_url)),
         policy,
         max_batches=request.max_batches,
         max_seconds=request.max_seconds,

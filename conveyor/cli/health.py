@@ -17,8 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
+from alembic.runtime.migration import MigrationContext
 from celery import Celery
 from celery.utils.nodenames import default_nodename, host_format
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from conveyor.agents import Registry
 from conveyor.app import celery_settings
@@ -142,10 +146,6 @@ def ping_worker(app: Celery, node: str, timeout: float) -> str:
 
 def check_database(url: str, timeout: float) -> str:
     """Connect, and compare the schema revision with the one this code needs."""
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import SQLAlchemyError
-    from sqlalchemy.pool import NullPool
 
     engine = create_engine(
         url, poolclass=NullPool, connect_args={"connect_timeout": max(1, round(timeout))}

@@ -8,6 +8,7 @@ import click
 
 from conveyor.analytics import Report, ReportRequest, build_report, rollup
 from conveyor.analytics.report import AgentFigures
+from conveyor.analytics.settings import analytics_settings
 from conveyor.cli.common import Age, get_app, json_option, print_json, print_table
 from conveyor.errors import ConveyorError
 from conveyor.models.db import engine_for
@@ -40,12 +41,13 @@ def report(since: timedelta, agent: str | None, as_json: bool) -> None:
     app = get_app()
     engine = engine_for(str(app.settings.database_url))
     rollup(engine)
+    targets = analytics_settings()
     result = build_report(
         engine,
         request,
         known_agents={a.name for a in app.agents},
-        slo_seconds=app.settings.slo_seconds,
-        slo_default_seconds=app.settings.slo_default_seconds,
+        slo_seconds=targets.slo_seconds,
+        slo_default_seconds=targets.slo_default_seconds,
     )
     if as_json:
         print_json(result.model_dump(mode="json"))

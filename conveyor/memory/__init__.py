@@ -29,6 +29,7 @@ from conveyor.memory.schema import (
     Swept,
     Window,
 )
+from conveyor.memory.settings import MemorySettings, memory_settings
 from conveyor.memory.store import MemoryStore
 from conveyor.models.db import engine_for
 from conveyor.services import cache_client, per_process
@@ -40,6 +41,7 @@ __all__ = [
     "Hit",
     "Item",
     "MemoryLimits",
+    "MemorySettings",
     "MemoryStore",
     "NewItem",
     "RecallCache",
@@ -55,6 +57,7 @@ __all__ = [
     "SweepRequest",
     "Swept",
     "Window",
+    "memory_settings",
     "store_for",
 ]
 
@@ -68,7 +71,7 @@ def store_for(settings: Settings) -> MemoryStore:
         return MemoryStore(
             engine_for(settings.database_url),
             RecallCache(cache_client(settings.cache_url, settings.tls), settings.cache_ttl),
-            MemoryLimits.from_settings(settings),
+            MemoryLimits.from_settings(memory_settings()),
             MemoryVectors(service_for(settings)),
         )
 

@@ -17,12 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from conveyor.config import Settings
 from conveyor.filters import Where
+from conveyor.memory.settings import TEN_YEARS, MemorySettings, MiB, memory_settings
 from conveyor.models.jsonb import NUL, reject_nul
-
-MiB = 1024 * 1024
-TEN_YEARS = 10 * 365 * 86400
 
 
 class Role(enum.StrEnum):
@@ -34,7 +31,7 @@ class Role(enum.StrEnum):
 
 
 class MemoryLimits(BaseModel):
-    """Bounds on one call; set through CONVEYOR_MEMORY_* settings."""
+    """Bounds on one call; set through the CONVEYOR_MEMORY_MAX_* settings (`MemorySettings`)."""
 
     max_content_bytes: int = MiB
     max_batch: int = 1000
@@ -42,23 +39,21 @@ class MemoryLimits(BaseModel):
     max_window: int = 10_000
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MemoryLimits:
-        """The limits of CONVEYOR_MEMORY_MAX_* (the `memory_max_*` settings)."""
+    def from_settings(cls, settings: MemorySettings) -> MemoryLimits:
+        """The limits of CONVEYOR_MEMORY_MAX_*."""
         return cls(
-            max_content_bytes=settings.memory_max_content_bytes,
-            max_batch=settings.memory_max_batch,
-            max_ttl_seconds=settings.memory_max_ttl_seconds,
-            max_window=settings.memory_max_window,
+            max_content_bytes=settings.max_content_bytes,
+            max_batch=settings.max_batch,
+            max_ttl_seconds=settings.max_ttl_seconds,
+            max_window=settings.max_window,
         )
 
     @classmethod
     def of(cls, info: ValidationInfo) -> MemoryLimits:
-        """The limits in the validation context (the app's settings), else the defaults."""
-        settings = (info.context or {}).get("settings")
-        return cls.from_settings(settings) if settings is not None else _DEFAULT_LIMITS
-
-
-_DEFAULT_LIMITS = MemoryLimits()
+        """The limits of the validation context's `memory` settings when it has them (a test's),
+        else this process's (`memory_settings()`, read from the environment once)."""
+        settings = (info.context or {}).get("memory")
+        return cls.from_settings(settings if settings is not None else memory_settings())
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(reject_nul)]

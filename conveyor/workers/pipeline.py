@@ -20,6 +20,7 @@ outcome a run records is built in one place, `outcome()`.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,8 +98,6 @@ def outcome(
 
 
 def _traceback(error: BaseException | None) -> str | None:
-    import traceback
-
     return "".join(traceback.format_exception(error)) if error else None
 
 

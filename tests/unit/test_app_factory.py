@@ -46,7 +46,8 @@ def test_importing_the_app_module_connects_no_receiver() -> None:
     check = (
         "import conveyor.app\n"
         "from celery import signals as s\n"
-        "for signal in (s.before_task_publish, s.after_setup_logger, s.after_setup_task_logger):\n"
+        "for signal in (s.before_task_publish, s.after_setup_logger, s.after_setup_task_logger,\n"
+        "               s.task_revoked):\n"
         "    assert not signal.receivers, (signal.name, signal.receivers)\n"
     )
     done = subprocess.run(

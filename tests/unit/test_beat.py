@@ -11,11 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from conveyor.analytics.retention import RetentionPolicy, RetentionRequest
+from conveyor.analytics.settings import AnalyticsSettings
 from conveyor.app import ConveyorApp
 from conveyor.beat.leader import entry_row, leader_name, lock_key
 from conveyor.beat.schedule import DEFAULT_SCHEDULE, beat_schedule
 from conveyor.beat.scheduler import LeaderScheduler
-from conveyor.config import load_settings
+from conveyor.config import load_section, load_settings
 from conveyor.errors import ConfigError
 from conveyor.metrics import beat as beat_metrics
 from conveyor.metrics.beat import BeatCollector
@@ -27,6 +28,7 @@ def config_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as caught:
         load_settings()
+        load_section(AnalyticsSettings)
     return str(caught.value)
 
 
@@ -34,11 +36,11 @@ def config_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
 
 
 def test_beat_and_retention_defaults() -> None:
-    settings = load_settings()
+    settings, analytics = load_settings(), load_section(AnalyticsSettings)
     assert settings.beat_schedule == {}
     assert settings.beat_lock_retry_seconds == 1.0
-    assert (settings.retention_days, settings.retention_failed_days) == (30, 90)
-    assert settings.retention_batch == 5000
+    assert (analytics.retention_days, analytics.retention_failed_days) == (30, 90)
+    assert analytics.retention_batch == 5000
 
 
 def test_the_schedule_setting_is_json_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +92,7 @@ def test_bad_retention_and_lock_settings_are_refused(
 def test_failures_may_be_kept_exactly_as_long(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_RETENTION_DAYS", "7")
     monkeypatch.setenv("CONVEYOR_RETENTION_FAILED_DAYS", "7")
-    assert load_settings().retention_failed_days == 7
+    assert load_section(AnalyticsSettings).retention_failed_days == 7
 
 
 def test_retention_policy_and_request_bounds() -> None:

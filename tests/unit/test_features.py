@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from conveyor import agents
+from conveyor.analytics.settings import AnalyticsSettings
+from conveyor.app import ConveyorApp
+from conveyor.config import Settings, check_sections, load_section
 from conveyor.errors import ConfigError
+from conveyor.memory import MemorySettings, RememberRequest
+from conveyor.workers.supervisor import worker_env
+from tests.unit.support import build_app
 
 PACKAGE = Path(agents.__file__).parent
 BUILTINS = {
@@ -93,3 +99,63 @@ def test_lower_layers_import_no_feature() -> None:
     for path in lower:
         assert not {m for m in _imports(path) if m.startswith(features)}, path
     assert "conveyor.app" not in _imports(PACKAGE / "vector" / "agents.py")
+
+
+def _env_names(cls: type[Settings] | type[MemorySettings] | type[AnalyticsSettings]) -> set[str]:
+    prefix = str(cls.model_config.get("env_prefix"))
+    return {f"{prefix}{name.upper()}" for name in cls.model_fields}
+
+
+def test_each_feature_declares_its_own_settings() -> None:
+    """Memory's and analytics' settings live in their packages, under the same CONVEYOR_*
+    names as before, and none of them is a field of the core Settings any more."""
+    assert MemorySettings.__module__ == "conveyor.memory.settings"
+    assert AnalyticsSettings.__module__ == "conveyor.analytics.settings"
+    assert _env_names(MemorySettings) == {
+        "CONVEYOR_MEMORY_MAX_CONTENT_BYTES",
+        "CONVEYOR_MEMORY_MAX_BATCH",
+        "CONVEYOR_MEMORY_MAX_TTL_SECONDS",
+        "CONVEYOR_MEMORY_MAX_WINDOW",
+    }
+    assert _env_names(AnalyticsSettings) == {
+        "CONVEYOR_RETENTION_DAYS",
+        "CONVEYOR_RETENTION_FAILED_DAYS",
+        "CONVEYOR_RETENTION_BATCH",
+        "CONVEYOR_SLO_DEFAULT_SECONDS",
+        "CONVEYOR_SLO_SECONDS",
+    }
+    features = ("memory_", "retention_", "slo_")
+    assert not [name for name in Settings.model_fields if name.startswith(features)]
+    assert not _env_names(Settings) & (_env_names(MemorySettings) | _env_names(AnalyticsSettings))
+
+
+def test_a_bad_feature_setting_fails_when_the_app_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    monkeypatch.setenv("CONVEYOR_MEMORY_MAX_BATCH", "0")
+    with pytest.raises(ConfigError, match="invalid setting CONVEYOR_MEMORY_MAX_BATCH: "):
+        load_section(MemorySettings)
+    with pytest.raises(ConfigError, match="CONVEYOR_MEMORY_MAX_BATCH: Input should be"):
+        build_app(tmp_path, monkeypatch)
+    monkeypatch.setenv("CONVEYOR_MEMORY_MAX_BATCH", "1")
+    monkeypatch.setenv("CONVEYOR_SLO_SECONDS", "{not json")
+    with pytest.raises(ConfigError, match="CONVEYOR_SLO_SECONDS"):
+        build_app(tmp_path, monkeypatch)
+
+
+def test_feature_settings_reach_validation_and_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    """The app built, a request is validated against the environment's memory limits (no
+    context needed), and a worker process started by the supervisor gets the same variable."""
+    payload = {"namespace": "n", "session": "s", "items": [{"content": "x"}] * 3}
+    monkeypatch.setenv("CONVEYOR_MEMORY_MAX_BATCH", "2")
+    try:
+        app: ConveyorApp = build_app(tmp_path, monkeypatch)
+        with pytest.raises(ValueError, match=r"the limit is 2 \(CONVEYOR_MEMORY_MAX_BATCH\)"):
+            RememberRequest.model_validate(payload, context=app.validation_context)
+        assert worker_env(app)["CONVEYOR_MEMORY_MAX_BATCH"] == "2"
+    finally:
+        monkeypatch.delenv("CONVEYOR_MEMORY_MAX_BATCH")
+        check_sections()  # this process's sections back to the clean environment's
+    RememberRequest.model_validate(payload, context=app.validation_context)

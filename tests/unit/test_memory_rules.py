@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from conveyor import load_settings
-from conveyor.memory import ForgetRequest, RememberRequest, SearchRequest
+from conveyor.config import load_section
+from conveyor.memory import ForgetRequest, MemorySettings, RememberRequest, SearchRequest
 from conveyor.memory.text import content_hash, count_tokens, escape_nul, unescape_nul
 from conveyor.models import jsonb
 
@@ -52,7 +52,7 @@ def test_jsonb_text_is_what_the_standard_library_reads_and_refuses_what_it_refus
 
 
 def test_limits_come_from_the_settings_in_the_validation_context() -> None:
-    context = {"settings": load_settings(memory_max_batch=2, memory_max_content_bytes=10)}
+    context = {"memory": load_section(MemorySettings, max_batch=2, max_content_bytes=10)}
     payload = {"namespace": "n", "session": "s", "items": [{"content": "x"}] * 3}
     with pytest.raises(ValidationError, match="CONVEYOR_MEMORY_MAX_BATCH"):
         RememberRequest.model_validate(payload, context=context)
