@@ -1,2 +1,3 @@
-"""The database layer every feature shares: the declarative base, engines, migrations and the
-compressed JSON columns. Each feature owns its own tables."""
+"""The database layer every feature shares: the declarative base, engines, applying
+migrations (their history is conveyor/migrations/) and the compressed JSON columns. Each
+feature owns its own tables."""

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from conveyor.errors import NotMigrated, ServiceUnavailable
 from conveyor.models.db import engine_for
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _LOCK_KEY = 0x636F6E76  # "conv": serialises concurrent upgrades
 
 

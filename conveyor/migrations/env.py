@@ -1,14 +1,13 @@
-"""Alembic environment: runs on the connection conveyor hands it.
+"""Alembic environment: runs on the connection conveyor hands it (conveyor.models.migrate).
 
-Each feature owns its tables (conveyor/<feature>/table.py); they are registered here, when
-alembic runs this file, so that importing `conveyor.models` never imports a feature.
+The schema's one linear history, across the features: each feature owns its tables
+(conveyor/<feature>/table.py), registered here, above them all.
 """
 
 from __future__ import annotations
 
 from alembic import context
 
-# One linear history for every feature's tables: versions/ beside this file, not one per feature.
 from conveyor.analytics.table import AnalyticsWatermark, BeatLeader, RunRollup  # noqa: F401
 from conveyor.dlq.table import DeadLetter  # noqa: F401
 from conveyor.memory.table import MemoryItem, MemorySession  # noqa: F401
