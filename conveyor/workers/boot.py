@@ -9,6 +9,7 @@ from conveyor.broker.migrate import check_worker_queues
 from conveyor.celery_app import ConveyorApp
 from conveyor.errors import ServiceUnavailable
 from conveyor.models.migrate import check_migrated
+from conveyor.workers.aio_pool import ALIAS as ASYNC_POOL
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ def worker_argv(
         ",".join(pool.queues(app.settings.queue_prefix)),
         "--concurrency",
         str(concurrency or pool.concurrency),
-        "--pool",
-        pool.kind,
         "--prefetch-multiplier",
         str(pool.prefetch_multiplier),
         "--hostname",
@@ -55,6 +54,8 @@ def worker_argv(
         "--loglevel",
         loglevel,
     ]
+    if pool.kind != "asyncio":
+        argv += ["--pool", pool.kind]
     if pool.max_tasks_per_child:
         argv += ["--max-tasks-per-child", str(pool.max_tasks_per_child)]
     if pool.max_memory_per_child_kb:
@@ -68,4 +69,6 @@ def run_worker(app: ConveyorApp, pool_name: str, **options: str | int | None) ->
     wait_for_database(app.settings.database_url)
     check_worker_queues(app, pool_name)
     app.pool_name = pool_name
+    if app.settings.pool(pool_name).kind == "asyncio":
+        app.conf.worker_pool = ASYNC_POOL
     app.worker_main(worker_argv(app, pool_name, **options))  # type: ignore[arg-type]

@@ -20,11 +20,12 @@ def dead_letter_run(
     message: str,
     *,
     conveyor_headers: tuple[str, ...],
+    request: Any = None,
 ) -> None:
     """Write the run's task message, rebuilt from its request as Celery's own retry does,
     to its pool's dead-letter queue, with the run's error history and this last error."""
     app = cast(ConveyorApp, task.app)
-    req = task.request
+    req = request or task.request
     delivery = req.delivery_info or {}
     headers: dict[str, Any] = {
         "id": req.id,

@@ -95,14 +95,14 @@ class BindStep(Step):
         )
 
 
-def claim_run(task: Any, run: NewRun, worker: str) -> Claim | None:
+def claim_run(task: Any, run: NewRun, worker: str, request: Any = None) -> Claim | None:
     """Claim the run for this worker: None to go ahead, a finished Claim to return its output.
 
     Raises Ignore for a run that must not execute: cancelled, failed before, holding an
     idempotency key that belongs to another run, or delivered more than max_deliveries times.
     """
-    app = task.app
-    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    app, request = task.app, request or task.request
+    redelivered = bool((request.delivery_info or {}).get("redelivered"))
     # Only an idempotent agent's first delivery skips the claim; for the others a redelivered
     # message that was never claimed (prefetched, then handed back) did not start, so the
     # claim's own count (a run still `started`) is exact.
@@ -119,7 +119,7 @@ def claim_run(task: Any, run: NewRun, worker: str) -> Claim | None:
         raise Ignore()
     if claim.claimed:
         if claim.deliveries > app.settings.max_deliveries:
-            _give_up_on_lost_workers(task, run, worker, claim.deliveries)
+            _give_up_on_lost_workers(task, run, worker, claim.deliveries, request=request)
         return None
     log.info("run %s is already %s; not running it again", run.id, claim.status.value)
     if claim.status is RunStatus.SUCCEEDED:
@@ -127,7 +127,9 @@ def claim_run(task: Any, run: NewRun, worker: str) -> Claim | None:
     raise Ignore()
 
 
-def _give_up_on_lost_workers(task: Any, run: NewRun, worker: str, deliveries: int) -> None:
+def _give_up_on_lost_workers(
+    task: Any, run: NewRun, worker: str, deliveries: int, *, request: Any
+) -> None:
     """A run whose workers keep dying (kill -9, out of memory) is failed and dead-lettered
     instead of being requeued forever by reject_on_worker_lost; its message is acked."""
     app = task.app
@@ -144,9 +146,10 @@ def _give_up_on_lost_workers(task: Any, run: NewRun, worker: str, deliveries: in
         WORKER_LOST,
         message,
         conveyor_headers=CONVEYOR_HEADERS,
+        request=request,
     )
     ending = Ending(RunStatus.FAILED, error_type=WORKER_LOST, error_message=message)
-    attempts = task.request.retries + 1
+    attempts = request.retries + 1
     app.recorder.record(outcome(run, ending, worker=worker, attempts=attempts))
     raise Ignore()
 
@@ -163,7 +166,7 @@ class ClaimStep(Step):
         redelivered = (state.request.delivery_info or {}).get("redelivered")
         if state.spec.idempotent and not redelivered:
             return
-        claim = claim_run(state.task, state.run, state.worker)
+        claim = claim_run(state.task, state.run, state.worker, state.request)
         if claim is not None:
             raise Finish(claim.output)
 
@@ -249,6 +252,7 @@ class RetryStep(Step):
                 type(error).__name__,
                 f"{error} (after {state.attempt} attempt(s); retries={spec.retries})",
                 conveyor_headers=CONVEYOR_HEADERS,
+                request=req,
             )
             return ending
         countdown = get_exponential_backoff_interval(

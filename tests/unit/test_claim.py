@@ -71,7 +71,9 @@ def test_too_many_deliveries_give_up_on_the_run(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(
         steps,
         "_give_up_on_lost_workers",
-        lambda task, run, worker, deliveries: given_up.append((task, run.id, worker, deliveries)),
+        lambda task, run, worker, deliveries, **_: given_up.append(
+            (task, run.id, worker, deliveries)
+        ),
     )
     assert steps.claim_run(task(started(3)), RUN, "w1") is None
     assert given_up == []

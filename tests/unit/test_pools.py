@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from types import SimpleNamespace
+
 import pytest
 from pydantic import ValidationError
 
@@ -58,3 +61,29 @@ def test_builtin_pools() -> None:
 def test_invalid_pool_settings_are_refused(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Pool.model_validate(fields)
+
+
+def test_an_asyncio_pool_defaults_to_1000_slots_and_allows_10000() -> None:
+    assert Pool(name="io", kind="asyncio").concurrency == 1000
+    assert Pool(name="io", kind="asyncio", concurrency=10_000).concurrency == 10_000
+    with pytest.raises(ValidationError, match="10000"):
+        Pool(name="io", kind="asyncio", concurrency=10_001)
+
+
+def test_process_and_thread_pools_stay_at_512_slots() -> None:
+    assert Pool(name="p", concurrency=512).concurrency == 512
+    with pytest.raises(ValidationError, match="concurrency 513 is above 512 for a threads pool"):
+        Pool(name="p", kind="threads", concurrency=513)
+
+
+def test_an_asyncio_worker_runs_celerys_pool_hook_not_a_pool_flag() -> None:
+    from conveyor.workers.aio_pool import ALIAS, AsyncIOPool
+    from conveyor.workers.boot import worker_argv
+
+    app = SimpleNamespace(
+        settings=SimpleNamespace(pool=lambda name: Pool(name=name, kind="asyncio"), queue_prefix="")
+    )
+    argv = worker_argv(app, "io")  # type: ignore[arg-type]
+    assert "--pool" not in argv and argv[argv.index("--concurrency") + 1] == "1000"
+    module, name = ALIAS.split(":")
+    assert getattr(importlib.import_module(module), name) is AsyncIOPool
