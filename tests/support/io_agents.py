@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-import redis
-
 from conveyor import TransientError, agent, current_run
 
 POOL = "io"
@@ -28,7 +26,3 @@ async def io_wait(seconds: float, mode: str = "ok", key: str = "") -> dict[str, 
 def io_sync(value: int) -> dict[str, int]:
     """A sync agent on the asyncio pool: it runs in the pool's thread executor."""
     return {"value": value, "pid": os.getpid()}
-
-
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
