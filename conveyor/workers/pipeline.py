@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, NoReturn
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from pydantic import BaseModel
 from sqlalchemy.util import await_only
 
@@ -160,7 +160,7 @@ def call(state: RunState) -> Ending:
     asyncio pool the trace's greenlet yields to the loop instead (only this run waits)."""
     try:
         if on_async_pool():
-            result = await_only(_invoke_async(state))
+            result = await_only(_invoke_within_limits(state))
         else:
             result = state.spec.invoke(_model(state))
             if state.spec.is_async:
@@ -178,6 +178,28 @@ async def call_async(state: RunState) -> Ending:
         return Ending(RunStatus.SUCCEEDED, output=state.spec.dump_output(result))
     except BaseException as exc:
         return _failed(exc)
+
+
+async def _invoke_within_limits(state: RunState) -> Any:
+    """The call on the asyncio pool, which Celery's time limits do not reach: at the soft
+    limit the agent's coroutine is cancelled (it sees CancelledError, and may clean up or
+    still return) and the run fails with SoftTimeLimitExceeded; at the hard limit it is
+    abandoned and fails with TimeLimitExceeded."""
+    settings = state.app.settings
+    soft, hard = state.spec.limits(settings.soft_time_limit, settings.time_limit)
+    running = asyncio.ensure_future(_invoke_async(state))
+    done, _ = await asyncio.wait({running}, timeout=soft)
+    if done:
+        return running.result()
+    running.cancel(f"soft time limit ({soft:g}s) exceeded")
+    done, _ = await asyncio.wait({running}, timeout=hard - soft)
+    if not done:
+        running.cancel()
+        raise TimeLimitExceeded(hard)
+    try:
+        return running.result()
+    except asyncio.CancelledError:
+        raise SoftTimeLimitExceeded(soft) from None
 
 
 async def _invoke_async(state: RunState) -> Any:

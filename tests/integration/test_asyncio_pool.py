@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -9,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from conveyor import Client, ConveyorApp, RunStatus
 from conveyor.agents import registry
 from tests.integration.conftest import make_app, service_env
 from tests.support.workers import WorkerProcess
 
-IO_AGENTS = ("tests.io_wait", "tests.io_sync")
+IO_AGENTS = ("tests.io_wait", "tests.io_sync", "tests.io_soft", "tests.io_stubborn")
 SLOTS = 400
 
 
@@ -103,3 +105,17 @@ def test_sync_agents_run_in_the_pools_threads_and_it_reports_its_slots(
     pool = stats[io_worker.node]["pool"]
     assert pool["max-concurrency"] == SLOTS
     assert pool["implementation"].endswith("AsyncIOPool")
+
+
+def test_the_soft_limit_cancels_the_coroutine_which_may_clean_up(io_client: Client) -> None:
+    key = f"io-soft-{uuid.uuid4().hex}"
+    run = io_client.wait(io_client.submit("tests.io_soft", {"seconds": 30, "key": key}), 30)
+    assert run.status is RunStatus.FAILED and run.error_type == "SoftTimeLimitExceeded"
+    assert redis.Redis.from_url(os.environ["TEST_REDIS_URL"]).get(key) == b"cleaned up"
+
+
+def test_the_hard_limit_fails_a_run_that_ignores_the_soft_one(io_client: Client) -> None:
+    started = time.monotonic()
+    run = io_client.wait(io_client.submit("tests.io_stubborn", {"seconds": 30}), 30)
+    assert run.status is RunStatus.FAILED and run.error_type == "TimeLimitExceeded"
+    assert time.monotonic() - started < 10, "freed at the hard limit, not at the end"
