@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     record_retry_seconds: float = Field(default=120.0, ge=0, le=3600)
     """How long a worker retries recording a run while PostgreSQL is unreachable; then the
     message goes back to the broker unacknowledged (never acked unrecorded)."""
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    """How long a warm shutdown of an asyncio worker waits for its runs in flight; then the
+    rest are cancelled and handed back to the broker, still `started`, to run again. Keep it
+    below the pod's terminationGracePeriodSeconds."""
+    loop_stall_seconds: float = Field(default=1.0, ge=0, le=3600)
+    """An asyncio worker warns (and sends a `worker-loop-stall` event) when its event loop
+    is this late to run a callback: a blocking call in async code. 0 turns the check off."""
     pools: Annotated[dict[str, Pool], NoDecode] = Field(default_factory=lambda: dict(BUILTIN_POOLS))
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     cache_url: str | None = None

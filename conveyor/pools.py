@@ -73,6 +73,13 @@ class Pool(BaseModel):
 
 BUILTIN_POOLS: dict[str, Pool] = {
     "default": Pool(name="default", concurrency=2),
+    "io": Pool(
+        name="io",
+        kind="asyncio",
+        concurrency=ASYNC_DEFAULT_CONCURRENCY,
+        prefetch_multiplier=1,
+        target_per_slot=1.0,
+    ),
     "memory": Pool(name="memory", concurrency=4, kind="threads"),
     "vector": Pool(name="vector", concurrency=1, max_memory_per_child_kb=4_000_000),
     "analytics": Pool(name="analytics", concurrency=1, max_tasks_per_child=100),

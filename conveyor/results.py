@@ -33,6 +33,8 @@ from kombu.common import maybe_declare
 from kombu.utils.encoding import bytes_to_str
 
 from conveyor.background import background_writer
+from conveyor.forksafe import ProcessCache
+from conveyor.group_commit import Settle, WriterThread
 
 OVERRIDES = {alias: f"{__name__}:RedisResults" for alias in ("redis", "rediss")}
 OVERRIDES["rpc"] = f"{__name__}:RPCResults"
@@ -81,6 +83,11 @@ class RedisResults(RedisBackend):
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
+        if state == states.STARTED and _grouped.settle is not None:
+            encoded = self.encode_result(result, state)
+            key_value = self._encoded(task_id, encoded, state, traceback, request)
+            self._writer().submit(key_value).add_done_callback(_log_lost_started)
+            return result
         if state == states.STARTED:
             self._store_started_later(task_id, result, traceback, request, kwargs)
             return result
@@ -97,7 +104,19 @@ class RedisResults(RedisBackend):
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
-        """Celery's key-value `_store_result`, with its read and write in one script."""
+        """Celery's key-value `_store_result`, with its read and write in one script; on
+        the asyncio pool, pipelined with other runs' by a writer thread."""
+        key, value, expires = self._encoded(task_id, result, state, traceback, request)
+        if (settle := _grouped.settle) is not None:
+            settle(self._writer().submit((key, value, expires)))
+        else:
+            self.ensure(self._set_unless_succeeded, ([key], [value, expires]))
+        return result
+
+    def _encoded(
+        self, task_id: str, result: Any, state: str, traceback: Any, request: Any
+    ) -> tuple[str, Any, int]:
+        """The key, value and expiry (seconds, 0 for none) of a state to store."""
         meta = self._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
         )
@@ -110,11 +129,22 @@ class RedisResults(RedisBackend):
         expires = self.expires
         if state == states.FAILURE:
             expires = getattr(self, "failure_expires", expires)
-        self.ensure(
-            self._set_unless_succeeded,
-            ([self.get_key_for_task(task_id)], [value, int(expires or 0)]),
-        )
-        return result
+        return self.get_key_for_task(task_id), value, int(expires or 0)
+
+    def _writer(self) -> WriterThread[tuple[str, Any, int], None]:
+        return _grouped.writers.get(id(self), lambda: WriterThread("conveyor-results", self._pipe))
+
+    def _pipe(self, writes: list[tuple[str, Any, int]]) -> list[None]:
+        """Many runs' states in one pipelined round trip, retried as Celery retries one."""
+
+        def send() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value, expires in writes:
+                self._set_unless_succeeded(keys=[key], args=[value, expires], client=pipe)
+            pipe.execute()
+
+        self.ensure(send, ())
+        return [None] * len(writes)
 
     def _store_started_later(
         self, task_id: str, result: Any, traceback: Any, request: Any, kwargs: dict[str, Any]
@@ -143,6 +173,29 @@ class RedisResults(RedisBackend):
             future = self._started.pop(task_id, None)
         if future is not None and not future.cancel():
             future.result()
+
+
+class _Grouped:
+    """Set on the asyncio pool's worker (`write_results_in_groups`)."""
+
+    settle: Settle | None = None
+    writers: ProcessCache[int, WriterThread[tuple[str, Any, int], None]] = ProcessCache()
+
+
+_grouped = _Grouped()
+
+
+def write_results_in_groups(settle: Settle) -> None:
+    """From now on this process's Redis result writes go through a writer thread, pipelined
+    across runs, and each run waits for its own with `settle` (the asyncio pool's runs then
+    wait without blocking the event loop). STARTED is queued without waiting: the same
+    thread writes it before any later state of the run."""
+    _grouped.settle = settle
+
+
+def _log_lost_started(done: Future[None]) -> None:
+    if (error := done.exception()) is not None:
+        log.warning("could not store a STARTED state: %s", error)
 
 
 class RPCResults(RPCBackend):

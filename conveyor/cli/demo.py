@@ -106,8 +106,10 @@ def demo(
     Starts the services (embedded unless CONVEYOR_* URLs are set) and one worker per pool,
     then: ingest (embed and index stdlib docstrings), research (hybrid search over the
     collection and memory, an extractive answer, remembered), async fetch, flaky retries,
-    a malformed submission (rejected), and the analytics report. Prints throughput, latency
-    per agent, retries, rejections and the recall of the answers; exit 1 on any failure.
+    a malformed submission (rejected), and the analytics report. Research and fetch wait, so
+    they run on the asyncio pool `io`. Prints throughput, latency per agent, retries,
+    rejections, the recall of the answers and the most runs the io pool had in flight at
+    once; exit 1 on any failure.
     """
     t0 = time.perf_counter()
     app = get_app()

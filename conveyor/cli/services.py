@@ -13,6 +13,7 @@ from conveyor.config import load_settings
 from conveyor.embedded import Embedded
 from conveyor.metrics.autoscale import LocalAutoscaler
 from conveyor.models.migrate import current_revision, head_revision, upgrade
+from conveyor.pools import MAX_ASYNC_SLOTS, MAX_SLOTS
 from conveyor.workers.boot import run_worker
 from conveyor.workers.supervisor import Supervisor
 
@@ -120,7 +121,12 @@ def down(as_json: bool) -> None:
     help="The pool whose queues this worker consumes.",
 )
 @click.option("--name", "node_name", help="Celery node name. Default: POOL@HOSTNAME.")
-@click.option("--concurrency", type=click.IntRange(1, 512), help="Override the pool's concurrency.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, MAX_ASYNC_SLOTS),
+    help=f"Override the pool's concurrency: processes or threads (at most {MAX_SLOTS}), or "
+    f"runs in flight for a pool of kind asyncio (at most {MAX_ASYNC_SLOTS}).",
+)
 @click.option("--loglevel", type=LOGLEVELS, default="INFO", show_default=True)
 def worker(pool: str, node_name: str | None, concurrency: int | None, loglevel: str) -> None:
     """Run one worker that consumes only POOL's queues.
@@ -129,7 +135,13 @@ def worker(pool: str, node_name: str | None, concurrency: int | None, loglevel: 
     warm on SIGTERM.
     """
     app = get_app()
-    app.settings.pool(pool)
+    kind = app.settings.pool(pool).kind
+    if concurrency is not None and kind != "asyncio" and concurrency > MAX_SLOTS:
+        raise click.BadParameter(
+            f"{concurrency} is above {MAX_SLOTS} for pool {pool!r} of kind {kind} "
+            f"(only kind asyncio allows up to {MAX_ASYNC_SLOTS})",
+            param_hint="--concurrency",
+        )
     run_worker(app, pool, node_name=node_name, loglevel=loglevel.upper(), concurrency=concurrency)
 
 

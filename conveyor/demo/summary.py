@@ -1,10 +1,12 @@
-"""The demo's summary: throughput, latency per agent, retries, rejections, recall, next steps."""
+"""The demo's summary: throughput, latency per agent, retries, rejections, recall, the io
+pool's runs in flight at once, next steps."""
 
 from __future__ import annotations
 
 import shutil
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +15,9 @@ from rich.table import Table
 from conveyor.demo.stages import Workload
 from conveyor.runs.records import Run
 from conveyor.runs.status import RunStatus
+
+IO_POOL = "io"
+"""The asyncio pool the demo's waiting agents (research, fetch) run on."""
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -25,6 +30,26 @@ def _latency_ms(run: Run) -> float | None:
     if run.finished_at and run.enqueued_at:
         return (run.finished_at - run.enqueued_at).total_seconds() * 1000
     return None
+
+
+def peak_in_flight(spans: Iterable[tuple[float, float]]) -> int:
+    """Most (start, end) spans open at one moment; one that ends as another starts does not
+    overlap it."""
+    edges = sorted(edge for start, end in spans for edge in ((start, 1), (end, -1)))
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def pool_peak_in_flight(runs: Iterable[Run], pool: str) -> int:
+    """Most runs of `pool` between their start and their end at one moment (agent_runs)."""
+    return peak_in_flight(
+        (r.started_at.timestamp(), r.finished_at.timestamp())
+        for r in runs
+        if r.pool == pool and r.started_at and r.finished_at
+    )
 
 
 def recall(work: Workload) -> float:
@@ -94,6 +119,7 @@ def summarise(work: Workload, peak_depth: dict[str, int], startup: float) -> dic
             / max(sum(o["seconds"] for o in outputs), 1e-9),
             1,
         ),
+        "io_peak_in_flight": pool_peak_in_flight(runs, IO_POOL),
         "retries": sum(a["retries"] for a in agents.values()),
         "rejected": len(rejected),
         "rejected_errors": [r.error_message for r in rejected],
@@ -153,6 +179,7 @@ def render(
                    "their source docstring first"),
         ("memory", f"{summary['remembered']} questions and answers remembered in the session"),
         ("async fetch", f"{summary['fetch_concurrency']}x concurrency on the event loop"),
+        ("io pool", f"{summary['io_peak_in_flight']} runs in flight at once at peak (asyncio)"),
         ("retries", str(summary["retries"])),
         ("rejected", f"{summary['rejected']}: " + "; ".join(summary["rejected_errors"])),
         ("refused at submit", ", ".join(summary["refused_at_submit"])),

@@ -2,7 +2,8 @@
 
 One receiver thread per exporter: task counts by state, run duration, queue wait (from the
 enqueue time conveyor's workers add to task-started), live workers with their busy slots
-from heartbeats, and the runs workers hold until an ETA (RabbitMQ's `delayed`). No pod or
+from heartbeats, the runs workers hold until an ETA (RabbitMQ's `delayed`), and the
+event-loop stalls asyncio workers report (`worker-loop-stall`). No pod or
 hostname label: the pool comes from the node name.
 """
 
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from conveyor.celery_app import ConveyorApp
 from conveyor.metrics.queues import epoch
+from conveyor.workers.aio_pool import STALL_EVENT
 from conveyor.workers.inspect import pool_of
 
 log = logging.getLogger(__name__)
@@ -69,12 +71,28 @@ class TaskEvents:
             buckets=BUCKETS,
             registry=registry,
         )
+        self.loop_stalls = Counter(
+            "conveyor_event_loop_stalls",
+            "Event-loop stalls an asyncio worker noticed (a blocking call in async code).",
+            ["pool"],
+            registry=registry,
+        )
+        self.loop_stall_seconds = Histogram(
+            "conveyor_event_loop_stall_seconds",
+            "How long each event-loop stall of an asyncio worker lasted.",
+            ["pool"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
 
     def handle(self, event: dict[str, Any]) -> None:
         """Account for one event (public so tests and replays can feed events directly)."""
         with self._lock:
             self.last_event_at = time.time()
             kind = event.get("type", "")
+            if kind == STALL_EVENT:
+                self._loop_stall(event)
+                return
             if kind.startswith("worker-"):
                 self.state.event(event)
                 return
@@ -100,6 +118,14 @@ class TaskEvents:
                     self.queue_wait.labels(agent, pool).observe(max(0.0, started - enqueued))
             if kind in ("task-succeeded", "task-failed", "task-rejected", "task-revoked"):
                 self._names.pop(uuid, None)
+
+    def _loop_stall(self, event: dict[str, Any]) -> None:
+        """A worker-loop-stall event: sent once when a stall is noticed, once when it ends."""
+        pool = pool_of(str(event.get("hostname", "")))
+        if not event.get("ended"):
+            self.loop_stalls.labels(pool).inc()
+        elif isinstance(event.get("seconds"), int | float):
+            self.loop_stall_seconds.labels(pool).observe(float(event["seconds"]))
 
     def _track_eta(self, kind: str, uuid: str, node: str, event: dict[str, Any]) -> None:
         """A run received with a future ETA is held, unacknowledged, until then (a revoked one

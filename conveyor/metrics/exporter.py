@@ -115,7 +115,11 @@ class QueueCollector(Collector):
                 gauge.add((s.queue, s.pool), float(getattr(s, name)))
         by_pool = ("pool",)
         count = Gauges("conveyor_pool_workers", "Live workers.", by_pool)
-        busy = Gauges("conveyor_pool_busy_ratio", "Busy slots over all slots.", by_pool)
+        busy = Gauges(
+            "conveyor_pool_busy_ratio",
+            "Busy slots over all slots (on an asyncio pool: runs in flight over its concurrency).",
+            by_pool,
+        )
         desired = Gauges("conveyor_pool_desired_replicas", "Workers the pool should run.", by_pool)
         drain = Gauges(
             "conveyor_pool_target_drain_seconds",

@@ -12,10 +12,10 @@ from celery.exceptions import Reject
 from kombu.utils.functional import retry_over_time
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from conveyor.runs.records import Claim, NewRun, Outcome
+from conveyor.group_commit import MAX_BATCH, Settle, WriterThread
+from conveyor.runs.records import Claim, ClaimRequest, NewRun, Outcome
 from conveyor.runs.repository import RunRepository
 
-MAX_BATCH = 500
 DEFAULT_RETRY_SECONDS = 120.0
 RETRY_FIRST_WAIT = 0.1
 RETRY_WAIT_STEP = 0.5
@@ -56,7 +56,8 @@ class RecordingUnavailable(Reject):
 
 
 class RunRecorder:
-    """Writes outcomes from many threads in shared statements, without a thread of its own.
+    """Writes outcomes from many threads in shared statements, without a thread of its own
+    (or, on the asyncio pool, with writer threads: see `write_in_groups`).
 
     `record()` returns once the caller's outcome is committed, so a task never returns (and
     its message is never acknowledged) before its run is durable. The first caller writes;
@@ -77,12 +78,37 @@ class RunRecorder:
         self._turn = threading.Condition()
         self._pending: list[tuple[Outcome, Future[None]]] = []
         self._writing = False
+        self._settle: Settle | None = None
+        self._claims: WriterThread[ClaimRequest, Claim] | None = None
+        self._outcomes: WriterThread[Outcome, None] | None = None
 
-    def claim(self, run: NewRun, worker: str, **options: Any) -> Claim:
+    def write_in_groups(self, settle: Settle) -> None:
+        """From now on claims and outcomes are written by two writer threads, each batch in
+        one statement, and a caller waits for its own with `settle(future)`: the asyncio
+        pool's runs then wait without blocking the event loop, and thousands of concurrent
+        runs share a few round trips."""
+        keep = self.repository.keep_connection
+        self._claims = WriterThread("conveyor-claims", self._claim_batch, on_start=keep)
+        self._outcomes = WriterThread("conveyor-records", self._record_batch, on_start=keep)
+        self._settle = settle
+
+    def claim(self, run: NewRun, worker: str, *, redelivered: bool = False) -> Claim:
         """RunRepository.claim, retried through an outage."""
+        if self._settle is not None and self._claims is not None:
+            return self._settle(self._claims.submit(ClaimRequest(run, worker, redelivered)))
         return self._durably(
-            f"the start of run {run.id}", self.repository.claim, run, worker, **options
-        )
+            f"the start of run {run.id}", self.repository.claim, run, worker,
+            redelivered=redelivered,
+        )  # fmt: skip
+
+    def _claim_batch(self, claims: list[ClaimRequest]) -> list[Claim]:
+        what = f"the start of {len(claims)} run(s), first {claims[0].run.id}"
+        return self._durably(what, self.repository.claim_many, claims)
+
+    def _record_batch(self, outcomes: list[Outcome]) -> list[None]:
+        what = f"{len(outcomes)} run outcome(s), first {outcomes[0].run.id}"
+        self._durably(what, self.repository.record, outcomes)
+        return [None] * len(outcomes)
 
     def dead_letter(self, store: LetterStore[L], letter: L) -> int | None:
         """DeadLetterStore.add, retried through an outage like a claim: a run is dead-lettered
@@ -91,6 +117,8 @@ class RunRecorder:
 
     def record(self, outcome: Outcome) -> None:
         """Commit an outcome, alone or together with others that are waiting."""
+        if self._settle is not None and self._outcomes is not None:
+            return self._settle(self._outcomes.submit(outcome))
         done: Future[None] = Future()
         with self._turn:
             self._pending.append((outcome, done))
@@ -101,8 +129,7 @@ class RunRecorder:
             self._writing = True
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
-            what = f"{len(batch)} run outcome(s), first {batch[0][0].run.id}"
-            self._durably(what, self.repository.record, [o for o, _ in batch])
+            self._record_batch([o for o, _ in batch])
         except BaseException as exc:
             for _, waiter in batch:
                 waiter.set_exception(exc)

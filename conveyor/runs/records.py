@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -90,3 +90,11 @@ class Claim(BaseModel):
     duplicate_of: str | None = None
     deliveries: int = 0
     """Deliveries of the current attempt, this one included, when claimed."""
+
+
+class ClaimRequest(NamedTuple):
+    """A worker's request to start a run, as the asyncio pool's group commit queues it."""
+
+    run: NewRun
+    worker: str
+    redelivered: bool = False

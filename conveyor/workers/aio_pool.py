@@ -8,43 +8,138 @@ agent's task reaches its pipeline it awaits `execute_async` instead (`await_only
 waiting run holds no thread and no slot of another run. Sync agents run in the loop's
 bounded thread executor; the steps' database round trips run inline in the trace (measured
 cheaper than a thread hop each, see the README's architecture section).
+
+A run's agent call is the first asyncio task its trace creates (the loop's task factory
+marks it). Cancelling it ends the run without the pipeline recording a failure: on
+`revoke(terminate=True)` the run is `Terminated` (the revoke recorded it `cancelled` and
+acked its message); on a shutdown (warm, once its grace has run out, or cold) it is
+`HandedBack` (its message goes back to the broker and the run stays `started`, for its
+redelivery to run again). A watchdog (`workers.stalls`) reports event-loop stalls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from celery.concurrency.base import BasePool, apply_target
+from celery.exceptions import Ignore, Reject
+from celery.worker import state as worker_state
 from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.concurrency import in_greenlet
 
 from conveyor.workers.asyncloop import process_loop
+from conveyor.workers.stalls import Stall, StallWatch
+
+log = logging.getLogger(__name__)
 
 BLOCKING_THREADS = 64
 """Threads for the sync agents an asyncio pool runs."""
 ALIAS = "conveyor.workers.aio_pool:AsyncIOPool"
 """What `--pool` is given for a pool of kind `asyncio`."""
+CLEAN_UP_SECONDS = 10.0
+"""How long runs handed back at a warm shutdown may clean up once their call is cancelled."""
+COLD_SECONDS = 2.0
+"""The same on a cold shutdown."""
+STALL_EVENT = "worker-loop-stall"
+"""The Celery event a stall sends (fields seconds, runs, ended), counted by the exporter."""
 
 _on_pool: contextvars.ContextVar[bool] = contextvars.ContextVar("conveyor_aio", default=False)
 
 
 def on_async_pool() -> bool:
-    """Whether this code runs in a trace of the asyncio pool (may `await_only`)."""
-    return _on_pool.get()
+    """Whether this code runs in a trace of the asyncio pool (may `await_only`); not in a
+    sync agent's thread, which inherits the trace's context."""
+    return _on_pool.get() and in_greenlet()
+
+
+class Terminated(Ignore):
+    """Ends a run revoked with terminate=True where its call was cancelled. The revoke has
+    recorded it `cancelled` and acked its message, so nothing more is recorded (the pipeline
+    passes Celery's control exceptions through unrecorded) or reported (an Ignore)."""
+
+
+class HandedBack(Reject):
+    """Ends a run a shutdown hands back: the pipeline records nothing, so the run stays
+    `started` for its redelivery to reclaim, and Celery rejects the message with requeue,
+    so the broker delivers it again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, requeue=True)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.reason,)
+
+
+Fate = type[Terminated] | type[HandedBack]
+
+
+class _Untraced(logging.Filter):
+    """Celery logs every rejected run with its traceback; a handed-back one needs none (a
+    thousand at a shutdown would hold the loop for seconds)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HandedBack):
+            record.exc_info = None
+        return True
+
+
+@dataclass(eq=False)
+class _Run:
+    """One trace on the pool, as far as ending it early goes."""
+
+    id: str
+    agent: str
+    call: asyncio.Task[Any] | None = None
+    """The agent's call: the first task the trace created."""
+    calling: bool = False
+    """Whether the call has begun (a task cancelled before it begins runs none of its code)."""
+    fate: Fate | None = None
+    """How the run must end once its call is cancelled (or at once, if it has none yet)."""
+
+    def end(self, fate: Fate) -> None:
+        """On the loop: cancel the call (now, or as it starts) so the run ends as `fate`."""
+        if self.fate is not None:
+            return
+        self.fate = fate
+        if self.call is not None and self.calling:
+            self.call.cancel()
+
+    def ending(self) -> BaseException:
+        assert self.fate is not None
+        if self.fate is HandedBack:
+            return HandedBack(f"run {self.id} handed back to the broker: the worker stops")
+        return Terminated(f"run {self.id} terminated: revoked with terminate=True")
+
+
+_UNTRACED = _Untraced()
+_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("conveyor_run", default=None)
 
 
 class ApplyResult:
-    def __init__(self, future: Future[Any]) -> None:
-        self.future = future
+    """What the pool returns per message: Celery may wait on it, or terminate it."""
+
+    def __init__(self, future: Future[Any], run: _Run, loop: asyncio.AbstractEventLoop) -> None:
+        self.future, self.run, self.loop = future, run, loop
 
     def get(self, timeout: float | None = None) -> Any:
         return self.future.result(timeout)
 
     def wait(self, timeout: float | None = None) -> None:
         wait([self.future], timeout)
+
+    def terminate(self, signum: int | None = None) -> None:
+        """Celery's Request.terminate (a revoke) or Request.cancel (a cold shutdown, a lost
+        connection: the message must go back, so the run is handed back)."""
+        fate = Terminated if self.run.id in worker_state.revoked else HandedBack
+        self.loop.call_soon_threadsafe(self.run.end, fate)
 
 
 class AsyncIOPool(BasePool):
@@ -55,32 +150,87 @@ class AsyncIOPool(BasePool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.in_flight: set[Future[Any]] = set()
+        self.in_flight: dict[Future[Any], ApplyResult] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.stalls: StallWatch | None = None
 
     def on_start(self) -> None:
+        logging.getLogger("celery.app.trace").addFilter(_UNTRACED)
         self.loop = process_loop()
-        self.loop.call_soon_threadsafe(
-            self.loop.set_default_executor,
-            ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="conveyor-blocking"),
-        )
+        self.loop.call_soon_threadsafe(_prepare, self.loop)
+        threshold = self._setting("loop_stall_seconds", 1.0)
+        if threshold > 0:
+            self.stalls = StallWatch(self.loop, threshold, self._send_stall, _run_of)
+            self.stalls.start()
 
     def on_apply(self, *args: Any, **kwargs: Any) -> ApplyResult:  # type: ignore[override]
-        """Celery's `on_apply(target, args, kwargs, callback, ...)` (its pools return their
-        ApplyResult, which celery-types types as None)."""
+        """Celery's `on_apply(target, args, kwargs, callback, accept_callback, ...)` (its
+        pools return their ApplyResult, which celery-types types as None)."""
         assert self.loop is not None, "the pool is started before it is given work"
-        future = asyncio.run_coroutine_threadsafe(_trace(*args, **kwargs), self.loop)
-        self.in_flight.add(future)
-        future.add_done_callback(self.in_flight.discard)
-        return ApplyResult(future)
+        request = getattr(kwargs.get("accept_callback"), "__self__", None)
+        run = _Run(str(getattr(request, "id", "?")), str(getattr(request, "name", "?")))
+        future = asyncio.run_coroutine_threadsafe(_trace(run, *args, **kwargs), self.loop)
+        self.in_flight[future] = result = ApplyResult(future, run, self.loop)
+        future.add_done_callback(self._finished)
+        return result
+
+    def _finished(self, future: Future[Any]) -> None:
+        self.in_flight.pop(future, None)
+
+    def terminate_job(self, pid: int, signal: int | None = None) -> None:
+        """Celery calls this first (a revoke with terminate, a cold shutdown's cancel); the
+        run's call is cancelled by its ApplyResult's `terminate`, which Celery calls next,
+        once a revoke is recorded (`pid` names no run here: runs share the process)."""
 
     def on_stop(self) -> None:
-        """Warm shutdown: the consumer has stopped taking messages; let the runs end."""
-        wait(list(self.in_flight))
+        """Warm shutdown: the consumer takes no more messages. The runs in flight get the
+        grace (CONVEYOR_SHUTDOWN_GRACE_SECONDS) to end; the rest are handed back."""
+        grace = self._setting("shutdown_grace_seconds", 30.0)
+        pending = wait(list(self.in_flight), grace).not_done
+        self._stop_watch()  # ending a thousand runs at once is no stall
+        if pending:
+            self._hand_back(CLEAN_UP_SECONDS, f"after the {grace:g}s shutdown grace")
 
     def on_terminate(self) -> None:
-        for future in list(self.in_flight):
-            future.cancel()
+        """Cold shutdown: every run in flight is handed back at once."""
+        self._stop_watch()
+        self._hand_back(COLD_SECONDS, "on a cold shutdown")
+
+    def _hand_back(self, clean_up: float, when: str) -> None:
+        """Cancel every call in flight so its run ends HandedBack; a trace not begun never
+        takes its message, which the broker gets back when the connection closes."""
+        results = list(self.in_flight.values())
+        if not results or self.loop is None:
+            return
+        log.warning("handing %d run(s) back to the broker %s", len(results), when)
+        for result in results:
+            self.loop.call_soon_threadsafe(result.run.end, HandedBack)
+        left = wait([r.future for r in results], clean_up).not_done
+        if left:
+            log.warning(
+                "%d run(s) ignored their cancellation for %gs; their messages go back to the "
+                "broker when the worker's connection closes",
+                len(left),
+                clean_up,
+            )
+
+    def _stop_watch(self) -> None:
+        if self.stalls is not None:
+            self.stalls.stop()
+
+    def _send_stall(self, stall: Stall) -> None:
+        """A stall as a Celery event from this worker's node (the exporter counts it)."""
+        if self.app is None:
+            return
+        hostname = (self.options.get("initargs") or (None, None))[1]
+        with self.app.events.default_dispatcher(hostname=hostname) as dispatcher:
+            dispatcher.send(
+                STALL_EVENT, seconds=round(stall.seconds, 3), runs=list(stall.runs),
+                ended=stall.ended,
+            )  # fmt: skip
+
+    def _setting(self, name: str, default: float) -> float:
+        return float(getattr(getattr(self.app, "settings", None), name, default))
 
     def _get_info(self) -> dict[str, Any]:
         """What `celery inspect stats` and Flower show of the pool."""
@@ -88,6 +238,7 @@ class AsyncIOPool(BasePool):
             "implementation": f"{type(self).__module__}:{type(self).__name__}",
             "max-concurrency": self.limit,
             "in-flight": len(self.in_flight),
+            "loop-lag": round(self.stalls.lag(), 3) if self.stalls else None,
         }
 
     @property
@@ -95,7 +246,37 @@ class AsyncIOPool(BasePool):
         return int(self.limit or 0)
 
 
+def _prepare(loop: asyncio.AbstractEventLoop) -> None:
+    """On the loop: the sync agents' threads, and the factory that marks each run's call."""
+    loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, "conveyor-blocking"))
+    loop.set_task_factory(_task_factory)
+
+
+def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> asyncio.Task[Any]:
+    """Every task of the loop; the first one a trace creates is its run's call."""
+    run = _run.get()
+    if run is None or run.call is not None:
+        return asyncio.Task(coro, loop=loop, **options)
+    run.call = asyncio.Task(_call(run, coro), loop=loop, **options)
+    return run.call
+
+
+async def _call(run: _Run, coro: Any) -> Any:
+    """The agent's call; cancelled to end the run early, it ends as the run's fate says."""
+    run.calling = True
+    if run.fate is not None:
+        coro.close()
+        raise run.ending()
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if run.fate is None:
+            raise
+        raise run.ending() from None
+
+
 async def _trace(
+    run: _Run,
     target: Callable[..., Any],
     args: tuple[Any, ...] | None = None,
     kwargs: dict[str, Any] | None = None,
@@ -104,5 +285,24 @@ async def _trace(
     **_: Any,
 ) -> Any:
     """One message's trace, in a greenlet of its own task (so its own context)."""
+    if run.fate is HandedBack:
+        return None
     _on_pool.set(True)
-    return await greenlet_spawn(apply_target, target, args, kwargs, callback, accept_callback)
+    _run.set(run)
+    return await greenlet_spawn(_traced, run, target, args, kwargs, callback, accept_callback)
+
+
+def _traced(run: _Run, target: Callable[..., Any], *args: Any) -> Any:
+    """The trace in its greenlet (the stall watchdog finds `run` on the stack here)."""
+    return apply_target(target, *args)
+
+
+_MARKED = (_call.__code__, _traced.__code__)
+
+
+def _run_of(frame: FrameType) -> str | None:
+    """The run a frame of the loop thread works for, if it is one of the pool's own."""
+    if frame.f_code not in _MARKED:
+        return None
+    run = frame.f_locals.get("run")
+    return f"{run.id} ({run.agent})" if isinstance(run, _Run) else None

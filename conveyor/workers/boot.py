@@ -9,7 +9,9 @@ from conveyor.broker.migrate import check_worker_queues
 from conveyor.celery_app import ConveyorApp
 from conveyor.errors import ServiceUnavailable
 from conveyor.models.migrate import check_migrated
+from conveyor.results import write_results_in_groups
 from conveyor.workers.aio_pool import ALIAS as ASYNC_POOL
+from conveyor.workers.pipeline import settle
 
 log = logging.getLogger(__name__)
 
@@ -71,4 +73,6 @@ def run_worker(app: ConveyorApp, pool_name: str, **options: str | int | None) ->
     app.pool_name = pool_name
     if app.settings.pool(pool_name).kind == "asyncio":
         app.conf.worker_pool = ASYNC_POOL
+        app.recorder.write_in_groups(settle)
+        write_results_in_groups(settle)
     app.worker_main(worker_argv(app, pool_name, **options))  # type: ignore[arg-type]

@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from celery import Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from pydantic import BaseModel
 from sqlalchemy.util import await_only
 
@@ -39,6 +40,9 @@ from conveyor.runs.records import NewRun, Outcome
 from conveyor.runs.status import RunStatus
 from conveyor.workers.aio_pool import on_async_pool
 from conveyor.workers.asyncloop import run_coroutine
+from conveyor.workers.handover import wait_on_loop
+
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -155,6 +159,12 @@ class Step:
         return ending
 
 
+def settle(future: Future[T]) -> T:
+    """A write's result (conveyor.runs.recorder); in a trace of the asyncio pool the run's
+    greenlet yields to the loop while it waits."""
+    return wait_on_loop(future) if on_async_pool() else future.result()
+
+
 def call(state: RunState) -> Ending:
     """Call the agent with its validated input, blocking until a coroutine ends; on the
     asyncio pool the trace's greenlet yields to the loop instead (only this run waits)."""
@@ -214,7 +224,8 @@ def _model(state: RunState) -> BaseModel:
 
 
 def _failed(exc: BaseException) -> Ending:
-    if isinstance(exc, Retry):
+    """A Celery control exception (Retry, Ignore, Reject) passes through unrecorded."""
+    if isinstance(exc, Retry | Ignore | Reject):
         return Ending(None, error=exc)
     if isinstance(exc, InvalidInput):
         return Ending(RunStatus.REJECTED, error=exc)

@@ -5,9 +5,10 @@ entry point `examples = "conveyor_examples.agents"` in pyproject.toml makes ever
 client know these agents, the way any plugin package would:
 
 - `examples.ingest` (pool `vector`): embeds and indexes stdlib docstrings in a collection;
-- `examples.research` (pool `default`): hybrid search over the collection and the session's
-  memory, an extractive answer (pluggable: `set_composer`), remembered in the session;
-- `examples.fetch` (pool `default`, async): simulated I/O awaited concurrently;
+- `examples.research` (pool `io`, async): hybrid search over the collection and the session's
+  memory, an extractive answer (pluggable: `set_composer`, an LLM call awaited on the loop),
+  remembered in the session;
+- `examples.fetch` (pool `io`, async): simulated I/O awaited concurrently;
 - `examples.flaky` (pool `default`): fails transiently, then succeeds on a retry.
 """
 

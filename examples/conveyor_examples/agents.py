@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -82,7 +82,8 @@ class Answer(BaseModel):
     """Fused ranking, best first: documents of the collection and items of the session."""
 
 
-Composer = Callable[[str, list[Source]], str]
+Composer = Callable[[str, list[Source]], str | Awaitable[str]]
+"""A function (run in a thread) or a coroutine function (awaited: an LLM client's call)."""
 
 
 def extractive(question: str, sources: list[Source], max_sentences: int = 3) -> str:
@@ -104,6 +105,9 @@ _composer: Composer = extractive
 def set_composer(composer: Composer) -> Composer:
     """Plug in another composer (an LLM call, say) for `examples.research`; returns the old one.
 
+    An `async def` composer is awaited on the io worker's loop, so a run waiting on the model
+    holds no thread; a plain function runs in one of the pool's threads.
+
     Call it at import time of a module the workers load (`CONVEYOR_AGENT_MODULES`).
     """
     global _composer
@@ -111,28 +115,37 @@ def set_composer(composer: Composer) -> Composer:
     return previous
 
 
-@agent(name="examples.research", pool="default", retries=2)
-def research(request: Question) -> Answer:
-    """Hybrid search (collection + session memory), an extractive answer, remembered."""
+async def _compose(question: str, sources: list[Source]) -> str:
+    """The composer called in a thread; the coroutine an `async def` one returns is awaited."""
+    answer = await asyncio.to_thread(_composer, question, sources)
+    return answer if isinstance(answer, str) else await answer
+
+
+@agent(name="examples.research", pool="io", retries=2)
+async def research(request: Question) -> Answer:
+    """Hybrid search (collection + session memory), an answer composed (extractive, or the
+    plugged-in composer: an LLM's), remembered. The searches and the write run in threads."""
     settings = current_run().settings
-    found = service_for(settings).search(
+    found = await asyncio.to_thread(
+        service_for(settings).search,
         Search(
             collection=request.collection,
             queries=[Query(text=request.question)],
             k=request.k,
             min_seq=request.min_seq,
             include=["text"],
-        )
+        ),
     )
     store = store_for(settings)
-    memory = store.search(
+    memory = await asyncio.to_thread(
+        store.search,
         SearchRequest(
             namespace=request.namespace,
             session=request.session,
             query=request.question,
             mode="hybrid",
             limit=request.k,
-        )
+        ),
     )
     fused: dict[str, Source] = {}
     texts = found.texts[0] if found.texts else [None] * len(found.ids[0])
@@ -146,8 +159,9 @@ def research(request: Question) -> Answer:
             id=key, kind="memory", score=MEMORY_WEIGHT / (RRF_K + rank + 1), text=hit.item.content
         )
     sources = sorted(fused.values(), key=lambda s: -s.score)[: request.k]
-    answer = _composer(request.question, sources)
-    store.remember(
+    answer = await _compose(request.question, sources)
+    await asyncio.to_thread(
+        store.remember,
         RememberRequest(
             namespace=request.namespace,
             session=request.session,
@@ -160,7 +174,7 @@ def research(request: Question) -> Answer:
                     metadata={"sources": [s.id for s in sources[:3]]},
                 ),
             ],
-        )
+        ),
     )
     return Answer(question=request.question, answer=answer, sources=sources)
 
@@ -176,7 +190,7 @@ class Fetched(BaseModel):
     """What the same waits would have taken one after another."""
 
 
-@agent(name="examples.fetch", pool="default")
+@agent(name="examples.fetch", pool="io")
 async def fetch(
     urls: list[str] = Field(min_length=1, max_length=1000),  # noqa: B008
     latency_ms: int = Field(default=200, ge=0, le=60_000),

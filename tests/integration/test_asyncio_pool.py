@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
 from conveyor import Client, ConveyorApp, RunStatus
 from conveyor.agents import registry
+from conveyor.demo.summary import peak_in_flight
 from tests.integration.conftest import make_app, service_env
 from tests.support.workers import WorkerProcess
 
@@ -54,21 +56,27 @@ def io_client(io_app: ConveyorApp, io_worker: WorkerProcess) -> Iterator[Client]
         yield client
 
 
-def peak_in_flight(runs: list[tuple[float, float]]) -> int:
-    """Most runs between their start and their end at one moment."""
-    edges = sorted([(s, 1) for s, _ in runs] + [(e, -1) for _, e in runs])
-    level = peak = 0
-    for _, step in edges:
-        level += step
-        peak = max(peak, level)
-    return peak
+def commits(database_url: str) -> int:
+    """Transactions committed in the test database so far (each autocommit statement is one)."""
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+    assert row is not None
+    return int(row[0])
 
 
-def test_one_process_keeps_hundreds_of_waiting_runs_in_flight(io_client: Client) -> None:
+def test_one_process_keeps_hundreds_of_waiting_runs_in_flight(
+    io_client: Client, database_url: str
+) -> None:
+    before = commits(database_url)
     started = time.monotonic()
     ids = io_client.submit_many("tests.io_wait", [{"seconds": 2.0} for _ in range(SLOTS)])
     runs = io_client.wait_many(ids, timeout=120)
     wall = time.monotonic() - started
+    written = commits(database_url) - before
+    assert written < SLOTS / 2, f"{written} commits for {SLOTS} runs: claims and outcomes grouped"
     assert all(r.status is RunStatus.SUCCEEDED for r in runs.values())
     assert len({r.worker for r in runs.values()}) == 1, "one worker process ran them all"
     spans = [(r.started_at.timestamp(), r.finished_at.timestamp()) for r in runs.values()]  # type: ignore[union-attr]
@@ -94,6 +102,8 @@ def test_mixed_outcomes_each_end_right(io_client: Client, io_app: ConveyorApp) -
             assert run.output["before"] == run.output["after"] == run_id
             assert run.attempts == (2 if mode == "transient" else 1)
     assert runs[bad[0]].status is RunStatus.REJECTED
+    ok = ids[0]
+    assert io_app.AsyncResult(ok).get(timeout=10) == runs[ok].output, "Celery's result too"
 
 
 def test_sync_agents_run_in_the_pools_threads_and_it_reports_its_slots(

@@ -155,7 +155,8 @@ def test_demo_runs_the_example_workload_on_the_embedded_default(data_dir: Path) 
     assert "question" in summary["rejected_errors"][0]
     assert set(summary["refused_at_submit"]) == {"question", "collection", "k"}
     assert summary["fetch_concurrency"] > 2
-    assert set(summary["peak_queue_depth"]) == {"default", "memory", "vector", "analytics"}
+    assert set(summary["peak_queue_depth"]) == {"default", "memory", "vector", "analytics", "io"}
+    assert summary["io_peak_in_flight"] > 1
     report = summary["report"]
     assert report["runs"] >= summary["runs"] and "examples.research" in report["busiest"]
     assert report["failure_types"] == {"InvalidInput": 1}

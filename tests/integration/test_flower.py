@@ -171,7 +171,14 @@ def test_embedded_flower_needs_no_auth_on_loopback_and_counts_priority_lists(
         assert status == 200
         rows = re.findall(r"<td>([^<]+)</td>\s*<td[^>]*>(\d+)</td>", page.decode())
         lengths = {name: int(count) for name, count in rows}
-        assert lengths == {"default": 3, "memory": 0, "vector": 0, "analytics": 0, "celery": 0}
+        assert lengths == {
+            "default": 3,
+            "memory": 0,
+            "vector": 0,
+            "analytics": 0,
+            "io": 0,
+            "celery": 0,
+        }
     finally:
         code = flower.stop()
         Embedded(data_dir).stop()

@@ -36,11 +36,11 @@ def redis_test_db() -> int:
 
 @functools.cache
 def local_amqp_url() -> str:
-    """The local RabbitMQ, on a vhost of this xdist worker's own, made afresh once per test
-    process (through the management API): plain Celery's catch-all `celery` queue is shared
-    by every queue prefix in a vhost, as in redis_test_db, and a queue left by an earlier
-    run (or version) must not decide what this one declares."""
-    return fresh_amqp_vhost(f"conveyor-test-{session_slot()}")
+    """The local RabbitMQ, on a vhost of this session and xdist worker (numbered as
+    redis_test_db), made afresh once per test process (through the management API): plain
+    Celery's catch-all `celery` queue is shared by every queue prefix in a vhost, and a queue
+    left by an earlier run (or version) must not decide what this one declares."""
+    return fresh_amqp_vhost(f"conveyor-test-{redis_test_db()}")
 
 
 def fresh_amqp_vhost(vhost: str) -> str:

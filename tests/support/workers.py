@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -63,5 +65,13 @@ class WorkerProcess:
     def stop(self, timeout: float = 30.0) -> int | None:
         """Warm shutdown, then SIGKILL of the process group after `timeout`."""
         stop_processes([self.proc], grace=timeout)
+        self._out.close()
+        return self.proc.returncode
+
+    def kill(self) -> int | None:
+        """kill -9 of the worker's process group: a node lost without a word."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
         self._out.close()
         return self.proc.returncode

@@ -40,7 +40,7 @@ def test_every_queue_is_declared_with_the_max_priority_plain_clients_are_told_to
     config = celery_config(load_settings(broker_url=broker, database_url=FAKE_DATABASE), Registry())
     declared = {q.name: q.max_priority for q in config["task_queues"]}
     assert declared == dict.fromkeys(
-        ["default", "memory", "vector", "analytics", "celery"], QUEUE_MAX_PRIORITY
+        ["default", "memory", "vector", "analytics", "io", "celery"], QUEUE_MAX_PRIORITY
     )
     assert QUEUE_MAX_PRIORITY == 10
 

@@ -189,6 +189,9 @@ def test_the_compose_file_keeps_the_policy(compose: dict[str, Any]) -> None:
 def test_every_role_and_pool_has_its_service(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert {f"worker-{pool}" for pool in BUILTIN_POOLS} <= set(services)
+    for pool in BUILTIN_POOLS:
+        worker = services[f"worker-{pool}"]
+        assert (worker["command"], environment(worker)["CONVEYOR_POOL"]) == (["worker", pool], pool)
     for infra in ("postgres", "redis", "rabbitmq", "prometheus", "grafana"):
         assert infra in services
     roles = {environment(s)["CONVEYOR_ROLE"] for s in services.values() if is_conveyor(s)}

@@ -113,7 +113,7 @@ def test_agent_in_an_unknown_pool_is_refused(
     message = str(caught.value)
     assert "unit.app.gpu_job" in message
     assert "'gpu'" in message
-    assert "analytics, default, memory, vector" in message
+    assert "analytics, default, io, memory, vector" in message
 
 
 def test_a_user_pool_makes_the_agent_valid(

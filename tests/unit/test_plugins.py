@@ -30,10 +30,10 @@ def test_the_example_agents_are_registered_through_the_entry_point() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd="/"
     ).stdout
     assert json.loads(out) == {
-        "examples.fetch": ["default", True, 3],
+        "examples.fetch": ["io", True, 3],
         "examples.flaky": ["default", False, 4],
         "examples.ingest": ["vector", False, 3],
-        "examples.research": ["default", False, 2],
+        "examples.research": ["io", True, 2],
     }
 
 

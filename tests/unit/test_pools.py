@@ -42,9 +42,15 @@ def test_catch_all_queue_is_never_prefixed() -> None:
 
 
 def test_builtin_pools() -> None:
-    assert set(BUILTIN_POOLS) == {"default", "memory", "vector", "analytics"}
+    assert set(BUILTIN_POOLS) == {"default", "io", "memory", "vector", "analytics"}
     assert all(pool.name == name for name, pool in BUILTIN_POOLS.items())
     assert BUILTIN_POOLS["memory"].kind == "threads"
+
+
+def test_the_io_pool_keeps_a_thousand_runs_in_flight_per_worker() -> None:
+    io = BUILTIN_POOLS["io"]
+    assert (io.kind, io.concurrency) == ("asyncio", 1000)
+    assert io.concurrency * io.prefetch_multiplier == 1000, "prefetch: no more than its slots"
 
 
 @pytest.mark.parametrize(

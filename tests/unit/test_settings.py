@@ -11,7 +11,7 @@ from conveyor.config import Settings, load_settings
 from conveyor.errors import ConfigError
 from conveyor.pools import BUILTIN_POOLS
 
-BUILTIN_NAMES = {"default", "memory", "vector", "analytics"}
+BUILTIN_NAMES = {"default", "io", "memory", "vector", "analytics"}
 
 
 def config_error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
@@ -176,6 +176,12 @@ def test_user_pools_are_merged_over_the_builtin_pools(monkeypatch: pytest.Monkey
     assert pools["vector"] == BUILTIN_POOLS["vector"]
 
 
+def test_overriding_one_field_of_the_io_pool_keeps_it_asyncio() -> None:
+    pools = load_settings(pools={"io": {"concurrency": 4000}, "default": {}}).pools
+    assert (pools["io"].kind, pools["io"].concurrency) == ("asyncio", 4000)
+    assert load_settings(pools={"io": {"max_replicas": 20}}).pools["io"].concurrency == 1000
+
+
 def test_pools_override_as_python_dict() -> None:
     pools = load_settings(pools={"batch": {"concurrency": 3}}).pools
     assert pools["batch"].concurrency == 3
@@ -193,4 +199,4 @@ def test_unknown_pool_error_lists_the_pools(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings().pool("gpus")
     message = str(caught.value)
     assert "'gpus'" in message
-    assert "analytics, default, gpu, memory, vector" in message
+    assert "analytics, default, gpu, io, memory, vector" in message
