@@ -8,6 +8,7 @@ default agent pays: the claim in PostgreSQL before it runs (one round trip and t
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from conveyor.agents import agent
@@ -24,3 +25,20 @@ def ping(**payload: Any) -> PingOutput:
     """conveyor.ping's body, as a default (claimed) agent."""
     run = current_run()
     return PingOutput(echo=payload, hostname=run.worker, pool=run.pool, run_id=run.id)
+
+
+WAIT = "bench.wait"
+NOOP = "bench.noop"
+
+
+@agent(name=WAIT, pool="io", retries=0)
+async def wait(seconds: float = 0.0, i: int = 0) -> dict[str, Any]:
+    """An agent that only waits, as one waiting on an LLM would (asyncio.sleep)."""
+    await asyncio.sleep(seconds)
+    return {"i": i}
+
+
+@agent(name=NOOP, pool="io", retries=0)
+async def noop(i: int = 0) -> dict[str, Any]:
+    """A no-op async agent: what the pool itself costs per run."""
+    return {"i": i}

@@ -43,8 +43,11 @@ CONVEYOR_SIDES = {"conveyor": "conveyor.ping", "conveyor_default": "bench.ping"}
 
 
 class ConveyorSide:
-    def __init__(self, name: str, client: Any) -> None:
-        self.name, self.agent, self.client = name, CONVEYOR_SIDES[name], client
+    """Submit one run and wait for its row (LISTEN/NOTIFY); `agent` defaults to the side's."""
+
+    def __init__(self, name: str, client: Any, agent: str | None = None) -> None:
+        self.name, self.client = name, client
+        self.agent = agent or CONVEYOR_SIDES[name]
 
     def submit(self, i: int) -> Any:
         return self.client.submit(self.agent, {"i": i})
@@ -56,7 +59,7 @@ class ConveyorSide:
             run = self.client.wait(handle, timeout=timeout)
         except RunTimeout as exc:
             raise TimeoutError(str(exc)) from None
-        if run.status.value != "succeeded" or run.output["echo"].get("i") is None:
+        if run.status.value != "succeeded" or run.output.get("echo", run.output).get("i") is None:
             raise RuntimeError(f"run {handle} ended {run.status.value}: {run.error_message}")
 
     def close(self) -> None:
