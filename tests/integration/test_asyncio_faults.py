@@ -1,8 +1,9 @@
-"""The asyncio pool's guarantees on real workers: revoke(terminate=True) cancels one run's
-coroutine and no other; a warm shutdown hands the runs still in flight after its grace back
-to the broker, and no shutdown (warm or cold, mid-burst) loses a run; kill -9 with a
-thousand runs in flight loses none and repeats no effect; a blocking call in async code is
-reported as a stall, naming its run; sync agents share the pool's bounded threads."""
+"""The asyncio pool's guarantees on real workers, on Redis and RabbitMQ: a thousand runs with
+mixed outcomes each end right; revoke(terminate=True) cancels one run's coroutine and no
+other; a warm shutdown hands the runs still in flight after its grace back to the broker,
+and no shutdown (warm or cold, mid-burst) loses a run; kill -9 with a thousand runs in
+flight loses none and repeats no effect; a blocking call in async code is reported as a
+stall, naming its run; sync agents share the pool's bounded threads."""
 
 from __future__ import annotations
 
@@ -136,6 +137,34 @@ def ledger(database_url: str, run_ids: list[str]) -> dict[str, int]:
 def statuses(app: ConveyorApp, run_ids: list[str]) -> dict[str, str]:
     runs = app.runs.get_many(run_ids)
     return {i: runs[i].status.value if i in runs else "missing" for i in run_ids}
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_thousand_concurrent_runs_with_mixed_outcomes_each_end_right(
+    deploy: Callable[..., Deployment], broker: str
+) -> None:
+    d = deploy(broker)
+    d.start()
+    modes = ["ok", "transient", "fail", "ok"] * (IN_FLIGHT // 4)
+    payloads = [{"seconds": 1.0, "mode": m, "key": f"{d.key}-{i}"} for i, m in enumerate(modes)]
+    queue = d.app.agent_queue(d.app.agents.get("tests.io_wait"))
+    with Client(d.app) as client:
+        ids = client.submit_many("tests.io_wait", payloads)
+        bad = [
+            d.app.send_task("tests.io_wait", kwargs={"seconds": "soon"}, queue=queue).id
+            for _ in range(10)
+        ]
+        runs = client.wait_many([*ids, *bad], timeout=180)
+    for run_id, mode in zip(ids, modes, strict=True):
+        run = runs[run_id]
+        if mode == "fail":
+            assert run.status is RunStatus.FAILED and run.error_type == "ValueError", run
+        else:
+            assert run.status is RunStatus.SUCCEEDED, (run.error_message, d.logs()[-2000:])
+            assert run.output["before"] == run.output["after"] == run_id, "context per run"
+            assert run.attempts == (2 if mode == "transient" else 1)
+    assert {runs[b].status for b in bad} == {RunStatus.REJECTED}
+    assert len({r.worker for r in runs.values() if r.worker}) == 1, "one worker process"
 
 
 @pytest.mark.parametrize("broker", BROKERS)
