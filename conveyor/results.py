@@ -33,7 +33,6 @@ from kombu.common import maybe_declare
 from kombu.utils.encoding import bytes_to_str
 
 from conveyor.background import background_writer
-from conveyor.forksafe import ProcessCache
 from conveyor.group_commit import Settle, WriterThread
 
 OVERRIDES = {alias: f"{__name__}:RedisResults" for alias in ("redis", "rediss")}
@@ -70,6 +69,7 @@ class RedisResults(RedisBackend):
         self._started: dict[str, Future[None]] = {}
         self._started_lock = threading.Lock()
         self._set_unless_succeeded = self.client.register_script(SET_UNLESS_SUCCEEDED)
+        self._pipelined: WriterThread[tuple[str, Any, int], None] | None = None
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Do not subscribe at submit time; `get()` subscribes on demand."""
@@ -132,7 +132,10 @@ class RedisResults(RedisBackend):
         return self.get_key_for_task(task_id), value, int(expires or 0)
 
     def _writer(self) -> WriterThread[tuple[str, Any, int], None]:
-        return _grouped.writers.get(id(self), lambda: WriterThread("conveyor-results", self._pipe))
+        """This backend's writer thread (Celery keeps a backend per thread), made on first use."""
+        if self._pipelined is None:
+            self._pipelined = WriterThread("conveyor-results", self._pipe)
+        return self._pipelined
 
     def _pipe(self, writes: list[tuple[str, Any, int]]) -> list[None]:
         """Many runs' states in one pipelined round trip, retried as Celery retries one."""
@@ -179,7 +182,6 @@ class _Grouped:
     """Set on the asyncio pool's worker (`write_results_in_groups`)."""
 
     settle: Settle | None = None
-    writers: ProcessCache[int, WriterThread[tuple[str, Any, int], None]] = ProcessCache()
 
 
 _grouped = _Grouped()
