@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
 from conveyor.cli import cli
+from conveyor.config import load_settings
 from conveyor.errors import ConveyorError
 
 
@@ -138,6 +140,7 @@ def test_runs_accepts_ages_and_iso_times(value: str) -> None:
         ("runs", "--limit", "0"),
         ("runs", "--status", "exploded"),
         ("worker", "--concurrency", "0"),
+        ("worker", "--concurrency", "10001"),
     ],
 )
 def test_out_of_range_options_exit_2(args: tuple[str, ...]) -> None:
@@ -150,3 +153,22 @@ def test_a_conveyor_error_is_one_line_and_exit_1() -> None:
     result = invoke("submit", "conveyor.ping", '{"x": 1}')
     assert result.exit_code == 1
     assert result.output.strip() == "conveyor: unit: the app was built"
+
+
+@pytest.mark.parametrize(("pool", "ok"), [("default", False), ("io", True)])
+def test_worker_concurrency_above_512_only_for_an_asyncio_pool(
+    monkeypatch: pytest.MonkeyPatch, pool: str, ok: bool
+) -> None:
+    settings = load_settings(broker_url="redis://x", database_url="postgresql://x/y")
+    started: list[tuple[str, object]] = []
+    monkeypatch.setattr("conveyor.cli.services.get_app", lambda: SimpleNamespace(settings=settings))
+    monkeypatch.setattr(
+        "conveyor.cli.services.run_worker",
+        lambda app, pool, **options: started.append((pool, options["concurrency"])),
+    )
+    result = invoke("worker", "--pool", pool, "--concurrency", "600")
+    if ok:
+        assert result.exit_code == 0 and started == [(pool, 600)]
+    else:
+        assert result.exit_code == 2 and not started
+        assert "600 is above 512 for pool 'default' of kind prefork" in result.output
