@@ -31,6 +31,7 @@ from celery.backends.rpc import RPCBackend
 from celery.exceptions import BackendStoreError
 from kombu.common import maybe_declare
 from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import NoScriptError
 
 from conveyor.background import background_writer
 from conveyor.group_commit import Settle, WriterThread
@@ -138,13 +139,26 @@ class RedisResults(RedisBackend):
         return self._pipelined
 
     def _pipe(self, writes: list[tuple[str, Any, int]]) -> list[None]:
-        """Many runs' states in one pipelined round trip, retried as Celery retries one."""
+        """Many runs' states in one pipelined round trip, retried as Celery retries one.
+        EVALSHA, not the script object: redis-py would ask SCRIPT EXISTS first, a round trip
+        more per batch. A server that lost the script (restarted, flushed) has it loaded
+        again and the batch is retried (the script only sets, so a write repeated is the
+        same write)."""
 
-        def send() -> None:
+        script = self._set_unless_succeeded
+
+        def pipelined() -> None:
             pipe = self.client.pipeline(transaction=False)
             for key, value, expires in writes:
-                self._set_unless_succeeded(keys=[key], args=[value, expires], client=pipe)
+                pipe.evalsha(script.sha, 1, key, value, expires)
             pipe.execute()
+
+        def send() -> None:
+            try:
+                pipelined()
+            except NoScriptError:
+                self.client.script_load(script.script)
+                pipelined()
 
         self.ensure(send, ())
         return [None] * len(writes)

@@ -23,9 +23,11 @@ import asyncio
 import contextvars
 import gc
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -157,6 +159,8 @@ class AsyncIOPool(BasePool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_flight: dict[Future[Any], ApplyResult] = {}
+        self._arriving: list[tuple[Coroutine[Any, Any, Any], Future[Any]]] = []
+        self._arriving_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stalls: StallWatch | None = None
 
@@ -177,10 +181,26 @@ class AsyncIOPool(BasePool):
         assert self.loop is not None, "the pool is started before it is given work"
         request = getattr(kwargs.get("accept_callback"), "__self__", None)
         run = _Run(str(getattr(request, "id", "?")), str(getattr(request, "name", "?")))
-        future = asyncio.run_coroutine_threadsafe(_trace(run, *args, **kwargs), self.loop)
+        future: Future[Any] = Future()
         self.in_flight[future] = result = ApplyResult(future, run, self.loop)
         future.add_done_callback(self._finished)
+        with self._arriving_lock:
+            self._arriving.append((_trace(run, *args, **kwargs), future))
+            first = len(self._arriving) == 1
+        if first:
+            self.loop.call_soon_threadsafe(self._start_arrived)
         return result
+
+    def _start_arrived(self) -> None:
+        """On the loop: a task for each trace given since the last call (one wake-up of the
+        loop per burst of messages, not one per message as run_coroutine_threadsafe)."""
+        with self._arriving_lock:
+            arrived, self._arriving = self._arriving, []
+        for coro, future in arrived:
+            if future.set_running_or_notify_cancel():
+                asyncio.ensure_future(coro).add_done_callback(partial(_settle, future))
+            else:
+                coro.close()
 
     def _finished(self, future: Future[Any]) -> None:
         self.in_flight.pop(future, None)
@@ -252,6 +272,16 @@ class AsyncIOPool(BasePool):
     @property
     def num_processes(self) -> int:
         return int(self.limit or 0)
+
+
+def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
+    """A trace's task ended: its result (or error) to the Future Celery's side holds."""
+    if task.cancelled():
+        future.set_exception(asyncio.CancelledError())
+    elif (error := task.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(task.result())
 
 
 def _prepare(loop: asyncio.AbstractEventLoop) -> None:

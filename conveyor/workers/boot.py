@@ -6,6 +6,7 @@ import logging
 import time
 
 from conveyor.broker.migrate import check_worker_queues
+from conveyor.broker.transport import consume_in_batches
 from conveyor.celery_app import ConveyorApp
 from conveyor.errors import ServiceUnavailable
 from conveyor.models.migrate import check_migrated
@@ -75,4 +76,5 @@ def run_worker(app: ConveyorApp, pool_name: str, **options: str | int | None) ->
         app.conf.worker_pool = ASYNC_POOL
         app.recorder.write_in_groups(settle)
         write_results_in_groups(settle)
+        consume_in_batches()
     app.worker_main(worker_argv(app, pool_name, **options))  # type: ignore[arg-type]

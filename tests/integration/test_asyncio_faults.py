@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -295,7 +296,10 @@ def test_a_shutdown_in_the_middle_of_a_burst_loses_no_run(
     ids = d.submit_holds(IN_FLIGHT)
     wait_until(lambda: len(d.count("starts")) >= 100, 60, "a hundred runs to start")
     worker.proc.send_signal(sig)
-    assert worker.proc.wait(30) == 0, worker.output()
+    try:
+        assert worker.proc.wait(30) == 0, worker.output()
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not stop in 30s:\n{worker.output()}")
     assert "started" in set(statuses(d.app, ids).values())
     ended = {i: r for i, r in d.app.runs.get_many(ids).items() if r.status.is_final}
     assert not ended, [(r.status, r.error_type, r.error_message) for r in ended.values()]

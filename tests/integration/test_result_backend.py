@@ -53,3 +53,16 @@ def test_states_before_success_are_replaced_and_expire(redis_app: ConveyorApp) -
     assert meta["status"] == states.FAILURE
     ttl = backend.client.ttl(backend.get_key_for_task(task_id))
     assert 0 < ttl <= redis_app.conf.result_expires
+
+
+def test_pipelined_writes_load_their_script_again_when_the_server_lost_it(
+    redis_app: ConveyorApp,
+) -> None:
+    """The asyncio pool's writer sends EVALSHA without asking SCRIPT EXISTS first; a Redis
+    that restarted or flushed its scripts gets the script again and the batch is written."""
+    backend, ids = _backend(redis_app), [str(uuid.uuid4()) for _ in range(3)]
+    backend.client.script_flush()
+    backend._pipe([backend._encoded(i, {"ok": i}, states.SUCCESS, None, None) for i in ids])
+    for task_id in ids:
+        meta = backend.get_task_meta(task_id, cache=False)
+        assert (meta["status"], meta["result"]) == (states.SUCCESS, {"ok": task_id})
