@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
-from alembic.runtime.migration import MigrationContext
 from celery import Celery
 from celery.utils.nodenames import default_nodename, host_format
 from sqlalchemy import create_engine, text
@@ -29,7 +28,7 @@ from conveyor.app import celery_settings
 from conveyor.config import Settings, load_settings
 from conveyor.embedded import Embedded
 from conveyor.errors import ConveyorError
-from conveyor.models.migrate import head_revision, not_migrated
+from conveyor.models.migrate import head_revision, not_migrated, revision_of
 
 DEFAULT_TIMEOUT = 5.0
 EXPORTER_URL = "http://127.0.0.1:9810/healthz"
@@ -153,7 +152,7 @@ def check_database(url: str, timeout: float) -> str:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = revision_of(conn)
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
         raise Unhealthy(f"database unreachable: {cause}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from kombu.exceptions import ContentDisallowed
+from kombu.serialization import loads
 
 from conveyor.dlq.table import DeadLetterReason
 
@@ -42,7 +43,7 @@ def screen(message: Any, max_bytes: int) -> Verdict | None:
                 f"header {field!r} must be a non-empty string, got {headers.get(field)!r}",
             )
     try:
-        payload = message.decode()
+        payload = _decoded(message)
     except ContentDisallowed as exc:
         return Verdict(DeadLetterReason.NOT_JSON, f"content type refused: {exc}")
     except Exception as exc:
@@ -71,3 +72,12 @@ def _check_body(payload: Any) -> Verdict | None:
                 f"body field {name} must be {wanted}, got {type(value).__name__}",
             )
     return None
+
+
+def _decoded(message: Any) -> Any:
+    """The message's body, decoded as Celery's trace will decode it. Not `message.decode()`,
+    which keeps its result on the message: a copy of every waiting run's input for as long
+    as it is in flight."""
+    return loads(
+        message.body, message.content_type, message.content_encoding, accept=message.accept
+    )

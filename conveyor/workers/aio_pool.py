@@ -25,7 +25,7 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
@@ -132,16 +132,25 @@ _run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("conveyor_run
 
 
 class ApplyResult:
-    """What the pool returns per message: Celery may wait on it, or terminate it."""
+    """What the pool returns per message: Celery may wait on it, or terminate it. Lighter
+    than a concurrent Future (no lock of its own per run in flight): it is settled on the
+    loop, and waited on through its pool's one condition."""
 
-    def __init__(self, future: Future[Any], run: _Run, loop: asyncio.AbstractEventLoop) -> None:
-        self.future, self.run, self.loop = future, run, loop
+    def __init__(self, pool: AsyncIOPool, run: _Run, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool, self.run, self.loop = pool, run, loop
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
 
     def get(self, timeout: float | None = None) -> Any:
-        return self.future.result(timeout)
+        if not self.pool.wait_until(lambda: self.done, timeout):
+            raise TimeoutError(f"run {self.run.id} not done in {timeout}s")
+        if self.error is not None:
+            raise self.error
+        return self.value
 
     def wait(self, timeout: float | None = None) -> None:
-        wait([self.future], timeout)
+        self.pool.wait_until(lambda: self.done, timeout)
 
     def terminate(self, signum: int | None = None) -> None:
         """Celery's Request.terminate (a revoke) or Request.cancel (a cold shutdown, a lost
@@ -158,8 +167,9 @@ class AsyncIOPool(BasePool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.in_flight: dict[Future[Any], ApplyResult] = {}
-        self._arriving: list[tuple[Coroutine[Any, Any, Any], Future[Any]]] = []
+        self.in_flight: dict[_Run, ApplyResult] = {}
+        self._settled = threading.Condition()
+        self._arriving: list[tuple[Coroutine[Any, Any, Any], ApplyResult]] = []
         self._arriving_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stalls: StallWatch | None = None
@@ -181,11 +191,11 @@ class AsyncIOPool(BasePool):
         assert self.loop is not None, "the pool is started before it is given work"
         request = getattr(kwargs.get("accept_callback"), "__self__", None)
         run = _Run(str(getattr(request, "id", "?")), str(getattr(request, "name", "?")))
-        future: Future[Any] = Future()
-        self.in_flight[future] = result = ApplyResult(future, run, self.loop)
-        future.add_done_callback(self._finished)
+        result = ApplyResult(self, run, self.loop)
+        with self._settled:
+            self.in_flight[run] = result
         with self._arriving_lock:
-            self._arriving.append((_trace(run, *args, **kwargs), future))
+            self._arriving.append((_trace(run, *args, **kwargs), result))
             first = len(self._arriving) == 1
         if first:
             self.loop.call_soon_threadsafe(self._start_arrived)
@@ -196,14 +206,26 @@ class AsyncIOPool(BasePool):
         loop per burst of messages, not one per message as run_coroutine_threadsafe)."""
         with self._arriving_lock:
             arrived, self._arriving = self._arriving, []
-        for coro, future in arrived:
-            if future.set_running_or_notify_cancel():
-                asyncio.ensure_future(coro).add_done_callback(partial(_settle, future))
-            else:
-                coro.close()
+        for coro, result in arrived:
+            asyncio.ensure_future(coro).add_done_callback(partial(self._settle, result))
 
-    def _finished(self, future: Future[Any]) -> None:
-        self.in_flight.pop(future, None)
+    def _settle(self, result: ApplyResult, task: asyncio.Task[Any]) -> None:
+        """On the loop: a trace's task ended; its outcome to its ApplyResult."""
+        if task.cancelled():
+            result.error = asyncio.CancelledError()
+        elif (error := task.exception()) is not None:
+            result.error = error
+        else:
+            result.value = task.result()
+        with self._settled:
+            result.done = True
+            self.in_flight.pop(result.run, None)
+            self._settled.notify_all()
+
+    def wait_until(self, settled: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until `settled()` (checked as runs end), at most `timeout` seconds."""
+        with self._settled:
+            return self._settled.wait_for(settled, timeout)
 
     def terminate_job(self, pid: int, signal: int | None = None) -> None:
         """Celery calls this first (a revoke with terminate, a cold shutdown's cancel); the
@@ -214,7 +236,7 @@ class AsyncIOPool(BasePool):
         """Warm shutdown: the consumer takes no more messages. The runs in flight get the
         grace (CONVEYOR_SHUTDOWN_GRACE_SECONDS) to end; the rest are handed back."""
         grace = self._setting("shutdown_grace_seconds", 30.0)
-        pending = wait(list(self.in_flight), grace).not_done
+        pending = not self.wait_until(lambda: not self.in_flight, grace)
         self._stop_watch()  # ending a thousand runs at once is no stall
         if pending:
             self._hand_back(CLEAN_UP_SECONDS, f"after the {grace:g}s shutdown grace")
@@ -227,14 +249,15 @@ class AsyncIOPool(BasePool):
     def _hand_back(self, clean_up: float, when: str) -> None:
         """Cancel every call in flight so its run ends HandedBack; a trace not begun never
         takes its message, which the broker gets back when the connection closes."""
-        results = list(self.in_flight.values())
+        with self._settled:
+            results = list(self.in_flight.values())
         if not results or self.loop is None:
             return
         log.warning("handing %d run(s) back to the broker %s", len(results), when)
         for result in results:
             self.loop.call_soon_threadsafe(result.run.end, HandedBack)
-        left = wait([r.future for r in results], clean_up).not_done
-        if left:
+        self.wait_until(lambda: all(r.done for r in results), clean_up)
+        if left := [r for r in results if not r.done]:
             log.warning(
                 "%d run(s) ignored their cancellation for %gs; their messages go back to the "
                 "broker when the worker's connection closes",
@@ -272,16 +295,6 @@ class AsyncIOPool(BasePool):
     @property
     def num_processes(self) -> int:
         return int(self.limit or 0)
-
-
-def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
-    """A trace's task ended: its result (or error) to the Future Celery's side holds."""
-    if task.cancelled():
-        future.set_exception(asyncio.CancelledError())
-    elif (error := task.exception()) is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(task.result())
 
 
 def _prepare(loop: asyncio.AbstractEventLoop) -> None:
