@@ -30,6 +30,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import ResponseError
 
 from conveyor.broker.once import WarnOnce
 from conveyor.broker.redis_keys import split_binding
@@ -40,7 +41,7 @@ _warn = WarnOnce(log)
 MAX_BATCH = 200
 """The most messages one batch takes off the queues."""
 
-TAKE_BATCH = """
+TAKE_BATCH = """#!lua
 local want = tonumber(ARGV[1])
 local out = {}
 for i = 3, #KEYS do
@@ -70,7 +71,9 @@ return out
 """Take up to ARGV[1] messages off KEYS[3:] in order, marking each unacked (KEYS[1], the
 index scored ARGV[2]; KEYS[2], kombu's `[message, exchange, routing_key]`); returns the
 index of each message's list and the message. A message it cannot read goes back where it
-was, with those after it, and ends the batch: kombu's own path takes it next."""
+was, with those after it, and ends the batch: kombu's own path takes it next. Declared with
+Redis 7's `#!lua` line, so a server out of memory refuses it whole instead of failing it
+halfway (a script's writes are not undone), and a server older than 7 refuses it at once."""
 
 _batches = False
 
@@ -121,6 +124,7 @@ class RedisChannel(kombu_redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._take_batch: Any = None
+        self._batches_refused = False
 
     def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
         key = self.keyprefix_queue % exchange
@@ -153,7 +157,7 @@ class RedisChannel(kombu_redis.Channel):
         kombu: Any = self
         qos: BatchingQoS = kombu.qos
         want = min(qos.can_consume_max_estimate() or 0, MAX_BATCH)
-        if want <= 0 or self.global_keyprefix:
+        if want <= 0 or self.global_keyprefix or self._batches_refused:
             return
         queues = kombu._queue_cycle.consume(len(self.active_queues))
         lists = [(queue, pri) for pri in self.priority_steps for queue in queues]
@@ -161,8 +165,18 @@ class RedisChannel(kombu_redis.Channel):
             self._take_batch = self.client.register_script(TAKE_BATCH)
         keys = [self.unacked_index_key, self.unacked_key]
         keys += [kombu._q_for_pri(queue, pri) for queue, pri in lists]
-        with self.conn_or_acquire() as client:
-            taken = self._take_batch(keys=keys, args=[want, time.time()], client=client)
+        try:
+            with self.conn_or_acquire() as client:
+                taken = self._take_batch(keys=keys, args=[want, time.time()], client=client)
+        except ResponseError as exc:
+            if not str(exc).startswith("OOM"):
+                self._batches_refused = True
+                log.warning(
+                    "taking deliveries in batches is off for this worker: the Redis server "
+                    "refused the batch script (it needs Redis 7 or later with Lua's cjson): %s",
+                    exc,
+                )
+            return
         pairs = zip(taken[::2], taken[1::2], strict=True)
         messages = [(lists[int(index)][0], item) for index, item in pairs]
         qos.premarked = True

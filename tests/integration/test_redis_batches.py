@@ -147,3 +147,24 @@ def test_the_batch_script_stops_at_a_message_it_cannot_read_and_puts_it_back_in_
     client.delete(queue_name)
     client.hdel("unacked", "t0", "t1")
     client.zrem("unacked_index", "t0", "t1")
+
+
+def test_a_server_that_refuses_the_batch_script_gets_kombus_own_path_and_one_warning(
+    redis_url: str,
+    queue_name: str,
+    batches: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As Redis older than 7 does (no `#!lua` line, no RPOP count): nothing is lost, the
+    worker goes on a message a turn."""
+    monkeypatch.setattr(transport, "TAKE_BATCH", "#!lua\nreturn redis.call('NOSUCHCOMMAND')")
+    queue = Queue(queue_name, Exchange(queue_name, "direct"), routing_key=queue_name)
+    _publish(redis_url, queue, 5)
+    with _worker_channel(redis_url, queue, 10) as (hub, received):
+        assert _turns_until(hub, received, 5) >= 5, "a BRPOP a message"
+        assert [m.payload["i"] for m in received] == list(range(5))
+        for message in received:
+            message.ack()
+    refusals = [r for r in caplog.records if "batches is off" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
