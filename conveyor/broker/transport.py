@@ -60,7 +60,7 @@ for i = 3, #KEYS do
       redis.call('ZADD', KEYS[1], ARGV[2], tag)
       redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
         .. ',' .. cjson.encode(info['routing_key']) .. ']')
-      out[#out + 1] = i - 2
+      out[#out + 1] = i - 3
       out[#out + 1] = item
     end
     want = want - #items
@@ -70,10 +70,11 @@ return out
 """
 """Take up to ARGV[1] messages off KEYS[3:] in order, marking each unacked (KEYS[1], the
 index scored ARGV[2]; KEYS[2], kombu's `[message, exchange, routing_key]`); returns the
-index of each message's list and the message. A message it cannot read goes back where it
-was, with those after it, and ends the batch: kombu's own path takes it next. Declared with
-Redis 7's `#!lua` line, so a server out of memory refuses it whole instead of failing it
-halfway (a script's writes are not undone), and a server older than 7 refuses it at once."""
+index of each message's list in KEYS[3:] (from 0) and the message. A message it cannot
+read goes back where it was, with those after it, and ends the batch: kombu's own path takes
+it next. Declared with Redis 7's `#!lua` line, so a server out of memory refuses it whole
+instead of failing it halfway (a script's writes are not undone), and a server older than 7
+refuses it at once."""
 
 _batches = False
 
@@ -177,25 +178,31 @@ class RedisChannel(kombu_redis.Channel):
                     exc,
                 )
             return
-        pairs = zip(taken[::2], taken[1::2], strict=True)
-        messages = [(lists[int(index)][0], item) for index, item in pairs]
+        items: list[bytes] = taken[1::2]
+        queues_of = [lists[int(index)][0] for index in taken[::2]]
         qos.premarked = True
         try:
-            for done, (queue, item) in enumerate(messages):
+            for done, (queue, item) in enumerate(zip(queues_of, items, strict=True)):
                 try:
-                    self.connection._deliver(_message(item), queue)
+                    message = _message(item)
                 except BaseException:
-                    self._restore_undelivered(messages[done + 1 :])
+                    self._restore_undelivered(items[done:])
+                    raise
+                try:
+                    self.connection._deliver(message, queue)
+                except BaseException:
+                    self._restore_undelivered(items[done + 1 :])
                     raise
         finally:
             qos.premarked = False
 
-    def _restore_undelivered(self, messages: list[tuple[str, bytes]]) -> None:
+    def _restore_undelivered(self, items: list[bytes]) -> None:
+        """Put messages a batch took but did not deliver back at the head of their queue,
+        and out of the unacked index (kombu's restore of one unacked message)."""
         qos: Any = self.qos
-        for _, item in messages:
-            qos.restore_by_tag(
-                loads(bytes_to_str(item))["properties"]["delivery_tag"], leftmost=True
-            )
+        for item in items:
+            tag = _message(item)["properties"]["delivery_tag"]
+            qos.restore_by_tag(tag, leftmost=True)
 
     def flush_acks(self) -> None:
         qos: BatchingQoS | None = self._qos  # type: ignore[assignment]

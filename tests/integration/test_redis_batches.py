@@ -70,6 +70,13 @@ def _turns_until(hub: Hub, received: list[Any], count: int) -> int:
     return turns
 
 
+def _filled(redis_url: str, queue_name: str, count: int) -> Queue:
+    """A queue of its own name holding `count` messages {"i": 0}, {"i": 1}, ..."""
+    queue = Queue(queue_name, Exchange(queue_name, "direct"), routing_key=queue_name)
+    _publish(redis_url, queue, count)
+    return queue
+
+
 def _unacked(client: redis.Redis, tags: list[str]) -> dict[str, Any]:
     values = client.hmget("unacked", tags)
     return {tag: json.loads(v) for tag, v in zip(tags, values, strict=True) if v is not None}
@@ -78,8 +85,7 @@ def _unacked(client: redis.Redis, tags: list[str]) -> dict[str, Any]:
 def test_a_batch_marks_each_delivery_unacked_as_kombu_does_and_acks_go_out_per_loop_turn(
     redis_url: str, queue_name: str, batches: None
 ) -> None:
-    queue = Queue(queue_name, Exchange(queue_name, "direct"), routing_key=queue_name)
-    _publish(redis_url, queue, N)
+    queue = _filled(redis_url, queue_name, N)
     client = redis.Redis.from_url(redis_url)
     with _worker_channel(redis_url, queue, N) as (hub, received):
         turns = _turns_until(hub, received, N)
@@ -103,8 +109,7 @@ def test_a_batch_marks_each_delivery_unacked_as_kombu_does_and_acks_go_out_per_l
 def test_acks_gathered_and_not_yet_written_are_written_when_the_channel_closes(
     redis_url: str, queue_name: str, batches: None
 ) -> None:
-    queue = Queue(queue_name, Exchange(queue_name, "direct"), routing_key=queue_name)
-    _publish(redis_url, queue, 5)
+    queue = _filled(redis_url, queue_name, 5)
     client = redis.Redis.from_url(redis_url)
     with _worker_channel(redis_url, queue, 10) as (hub, received):
         _turns_until(hub, received, 5)
@@ -118,8 +123,7 @@ def test_without_batches_a_worker_channel_takes_one_message_a_turn(
     redis_url: str, queue_name: str
 ) -> None:
     assert not transport._batches
-    queue = Queue(queue_name, Exchange(queue_name, "direct"), routing_key=queue_name)
-    _publish(redis_url, queue, 3)
+    queue = _filled(redis_url, queue_name, 3)
     with _worker_channel(redis_url, queue, 10) as (hub, received):
         assert _turns_until(hub, received, 3) >= 3, "kombu's own path: a BRPOP a message"
         for message in received:
@@ -159,8 +163,7 @@ def test_a_server_that_refuses_the_batch_script_gets_kombus_own_path_and_one_war
     """As Redis older than 7 does (no `#!lua` line, no RPOP count): nothing is lost, the
     worker goes on a message a turn."""
     monkeypatch.setattr(transport, "TAKE_BATCH", "#!lua\nreturn redis.call('NOSUCHCOMMAND')")
-    queue = Queue(queue_name, Exchange(queue_name, "direct"), routing_key=queue_name)
-    _publish(redis_url, queue, 5)
+    queue = _filled(redis_url, queue_name, 5)
     with _worker_channel(redis_url, queue, 10) as (hub, received):
         assert _turns_until(hub, received, 5) >= 5, "a BRPOP a message"
         assert [m.payload["i"] for m in received] == list(range(5))
@@ -168,3 +171,56 @@ def test_a_server_that_refuses_the_batch_script_gets_kombus_own_path_and_one_war
             message.ack()
     refusals = [r for r in caplog.records if "batches is off" in r.getMessage()]
     assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["kombu", "batches"])
+def test_a_batch_takes_messages_in_the_priority_order_kombus_brpop_does(
+    redis_url: str, queue_name: str, batched: bool
+) -> None:
+    consume_in_batches(batched)
+    try:
+        queue = Queue(queue_name, Exchange(queue_name, "direct"), routing_key=queue_name)
+        with _connection(redis_url) as conn:
+            producer = Producer(conn.channel())
+            for i, priority in enumerate([9, 0, 6, 3, 9, 0, 3, 6]):
+                producer.publish({"i": i}, exchange=queue.exchange, routing_key=queue_name,
+                                 declare=[queue], priority=priority)  # fmt: skip
+        with _worker_channel(redis_url, queue, 20) as (hub, received):
+            _turns_until(hub, received, 8)
+            order = [m.payload["i"] for m in received]
+            for message in received:
+                message.ack()
+    finally:
+        consume_in_batches(False)
+    # kombu's Redis transport: priority 0 first, then 3, 6, 9; in order within one
+    assert order == [1, 5, 3, 6, 2, 7, 0, 4]
+
+
+def test_when_a_delivery_of_a_batch_raises_the_rest_go_back_to_the_head_of_the_queue(
+    redis_url: str, queue_name: str, batches: None
+) -> None:
+    queue = _filled(redis_url, queue_name, 10)
+    client = redis.Redis.from_url(redis_url)
+    received: list[Any] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        if body["i"] == 3:
+            raise RuntimeError("the consumer failed")
+        received.append(message)
+
+    hub = Hub()
+    with _connection(redis_url) as conn:
+        conn.register_with_event_loop(hub)
+        conn.default_channel.basic_qos(0, 20, False)
+        Consumer(conn.default_channel, [queue], callbacks=[on_message]).consume()
+        with pytest.raises(RuntimeError, match="the consumer failed"):
+            for _ in range(50):
+                hub.run_once()
+        assert [m.payload["i"] for m in received] == [0, 1, 2]
+        back = [json.loads(m)["body"] for m in client.lrange(queue_name, 0, -1)]
+        assert len(back) == 6, "4 to 9 are back in the queue, not left unacked"
+        assert len(_unacked(client, [m.delivery_tag for m in received])) == 3
+        for message in received:
+            message.ack()
+    hub.close()
+    assert client.llen(queue_name) == 7, "the one that raised is restored when the channel closes"
